@@ -1,0 +1,44 @@
+# Two commands for a newcomer: `make demo` and `make test`. Both set everything up first and are idempotent.
+SHELL := /bin/bash
+VENV  := .venv
+PY    := $(VENV)/bin/python
+PIP   := $(PY) -m pip install -q --disable-pip-version-check -c constraints.txt
+STAMP := $(VENV)/.installed
+
+.PHONY: setup system demo test sync nbtest pytest readme bench clean
+
+setup: $(STAMP) system
+
+$(STAMP): setup.py settings.ini constraints.txt pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) --upgrade "pip>=23.2"
+	$(PIP) torch==2.14.1 torchvision==0.29.1
+	$(PIP) -e ".[dev]"
+	@touch $(STAMP)
+
+system:
+	@tools/install_system.sh
+
+demo: setup
+	$(PY) tools/demo.py
+
+sync: setup
+	@tools/check_sync.sh
+	@$(PY) tools/make_readme.py --check
+
+nbtest: setup
+	$(VENV)/bin/nbdev_test --n_workers 2
+
+pytest: setup
+	$(PY) -m pytest -q -ra tests
+
+test: sync nbtest pytest
+
+readme: setup
+	$(PY) tools/make_readme.py
+
+bench: setup
+	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf runs _proc _docs .pytest_cache
