@@ -1,0 +1,478 @@
+"Tests of lessonlib.data beyond the lesson: every kind of bad input, the dataset builders, loaders and plots."
+import csv, gzip, json, os, time, warnings
+from pathlib import Path
+import numpy as np
+import pytest
+import torch
+import torchvision.transforms.v2 as v2
+from PIL import Image
+import matplotlib
+matplotlib.use('Agg')
+from matplotlib.figure import Figure
+
+import lessonlib.data as D
+from lessonlib.data import (CLASSES, ImageData, ImageDataset, ImageTransform, get_cv_idxs, get_dataset, image_problem,
+                            open_image, read_idx, download_url, fashion_mnist_arrays, file_sha256, default_workers)
+
+# ---------------------------------------------------------------- helpers
+def _png(path, size=(12, 10), color=None, mode='RGB', seed=0):
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    if color is None:
+        arr = np.random.default_rng(seed).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+        img = Image.fromarray(arr)
+    else: img = Image.new('RGB', size, color)
+    img.convert(mode).save(path)
+    return path
+
+def tiny_folder(root, classes=('cat', 'dog', 'eel'), n_train=4, n_valid=2, valid_classes=None):
+    "root/{train,valid}/<class>/<class>_<i>.png with small random images."
+    root = Path(root)
+    for split, n, cls in (('train', n_train, classes), ('valid', n_valid, valid_classes or classes)):
+        for c in cls:
+            for i in range(n): _png(root/split/c/f'{c}_{i}.png', seed=hash((split, c, i)) % 1000)
+    return root
+
+def tiny_csv(root, rows, header=('id', 'label'), folder='train', make_files=True):
+    root = Path(root); (root/folder).mkdir(parents=True, exist_ok=True)
+    with open(root/'labels.csv', 'w', newline='', encoding='utf-8') as f:
+        w = csv.writer(f); w.writerow(header)
+        for r in rows:
+            w.writerow(r)
+            if make_files and r and r[0] and '..' not in r[0]: _png(root/folder/f'{r[0]}.png', seed=len(r[0]))
+    return root
+
+def _rows(n_per=4, classes=('cat', 'dog')):
+    return [(f'{c}{i:02d}', c) for c in classes for i in range(n_per)]
+
+# ---------------------------------------------------------------- get_dataset
+def test_sample_layout_and_speed(sample_path):
+    assert sample_path.parent == Path(os.environ['LESSONLIB_DATA'])
+    assert sorted(p.name for p in (sample_path/'train').iterdir()) == sorted(CLASSES)
+    for c in CLASSES:
+        assert len(list((sample_path/'train'/c).glob('*.png'))) == 600
+        assert len(list((sample_path/'valid'/c).glob('*.png'))) == 100
+    t0 = time.perf_counter(); assert get_dataset('fashion-sample') == sample_path
+    assert time.perf_counter() - t0 < 0.05
+    # the images are the bundled arrays, written losslessly
+    z = np.load(Path(D.__file__).parent/'assets'/'fashion_sample.npz')
+    i = 17; f = sample_path/'train'/CLASSES[z['y_train'][i]]/f"{z['idx_train'][i]:05d}.png"
+    np.testing.assert_array_equal(np.asarray(Image.open(f)), z['x_train'][i])
+    assert not list(sample_path.parent.glob('.fashion-sample.tmp-*'))
+
+def test_unknown_dataset_name():
+    with pytest.raises(ValueError, match="name='mnist'.*fashion-sample"): get_dataset('mnist')
+
+def test_atomic_build_failure_leaves_nothing(tmp_path, monkeypatch):
+    def boom(tmp, src=None):
+        (tmp/'train').mkdir(); (tmp/'train'/'half.png').write_bytes(b'x'); raise KeyboardInterrupt
+    monkeypatch.setitem(D._BUILDERS, 'fashion-sample', boom)
+    with pytest.raises(KeyboardInterrupt): get_dataset('fashion-sample', dest=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+def test_stale_tmp_of_dead_process_is_removed(tmp_path, monkeypatch):
+    stale = tmp_path/'.fashion-sample.tmp-999999999-abc'; (stale/'train').mkdir(parents=True)
+    monkeypatch.setitem(D._BUILDERS, 'fashion-sample', lambda tmp, src=None: (tmp/'ok').write_text('1'))
+    out = get_dataset('fashion-sample', dest=tmp_path)
+    assert out == tmp_path/'fashion-sample' and (out/'ok').exists() and not stale.exists()
+
+def test_concurrent_finisher_wins(tmp_path, monkeypatch):
+    "If another process renamed its finished copy first, ours is discarded and theirs returned."
+    def build(tmp, src=None):
+        (tmp/'mine').write_text('1')
+        (tmp_path/'fashion-sample').mkdir(); (tmp_path/'fashion-sample'/'theirs').write_text('1')
+    monkeypatch.setitem(D._BUILDERS, 'fashion-sample', build)
+    out = get_dataset('fashion-sample', dest=tmp_path)
+    assert sorted(p.name for p in out.iterdir()) == ['theirs']
+    assert [p.name for p in tmp_path.iterdir()] == ['fashion-sample']
+
+def test_sample_csv_layout(tmp_path):
+    p = get_dataset('fashion-sample-csv', dest=tmp_path)
+    rows = list(csv.reader(open(p/'labels.csv')))
+    assert rows[0] == ['id', 'label'] and len(rows) == 6001
+    assert len(list((p/'train').glob('*.png'))) == 6000 and len(list((p/'test').glob('*.png'))) == 1000
+    assert {r[1] for r in rows[1:]} == set(CLASSES)
+
+def _write_idx(path, arr, gz=True):
+    arr = np.asarray(arr, np.uint8)
+    raw = b'\0\0\x08' + bytes([arr.ndim]) + b''.join(int(s).to_bytes(4, 'big') for s in arr.shape) + arr.tobytes()
+    Path(path).write_bytes(gzip.compress(raw) if gz else raw)
+
+def _fake_fashion(folder, n_train=20, n_test=10, gz=True):
+    folder.mkdir(parents=True, exist_ok=True); rng = np.random.default_rng(0)
+    sfx = '.gz' if gz else ''
+    _write_idx(folder/f'train-images-idx3-ubyte{sfx}', rng.integers(0, 255, (n_train, 28, 28)), gz)
+    _write_idx(folder/f'train-labels-idx1-ubyte{sfx}', np.arange(n_train) % 10, gz)
+    _write_idx(folder/f't10k-images-idx3-ubyte{sfx}', rng.integers(0, 255, (n_test, 28, 28)), gz)
+    _write_idx(folder/f't10k-labels-idx1-ubyte{sfx}', np.arange(n_test) % 10, gz)
+    return folder
+
+@pytest.mark.parametrize('gz', [True, False])
+def test_full_fashion_from_user_folder(tmp_path, gz):
+    src = _fake_fashion(tmp_path/'idx', gz=gz)
+    out = get_dataset('fashion-mnist', dest=tmp_path/'cache', src=src)
+    assert len(list((out/'train').rglob('*.png'))) == 20 and len(list((out/'valid').rglob('*.png'))) == 10
+    data = ImageData.from_paths(out)
+    assert data.c == 10 and len(data.trn_ds) == 20
+
+def test_full_fashion_missing_user_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match='src=.*nowhere'): get_dataset('fashion-mnist', dest=tmp_path, src=tmp_path/'nowhere')
+    (tmp_path/'empty').mkdir()
+    with pytest.raises(FileNotFoundError, match='train-images-idx3-ubyte'): fashion_mnist_arrays(tmp_path/'empty')
+    assert not (tmp_path/'fashion-mnist').exists()
+
+@pytest.mark.skipif(not D.DEBIAN_FASHION.exists(), reason="Debian's dataset-fashion-mnist is not installed")
+def test_full_fashion_arrays_from_debian():
+    xtr, ytr, xte, yte = fashion_mnist_arrays()
+    assert xtr.shape == (60000, 28, 28) and xte.shape == (10000, 28, 28) and np.bincount(yte).tolist() == [1000]*10
+
+def test_download_checks_sha256(tmp_path):
+    src = _fake_fashion(tmp_path/'server')
+    f = src/'t10k-labels-idx1-ubyte.gz'
+    good = download_url(f.as_uri(), tmp_path/'dl'/'a.gz', file_sha256(f))
+    assert good.read_bytes() == f.read_bytes()
+    with pytest.raises(ValueError, match='SHA-256.*expected 0000'):
+        download_url(f.as_uri(), tmp_path/'dl'/'b.gz', '0'*64)
+    assert sorted(p.name for p in (tmp_path/'dl').iterdir()) == ['a.gz']   # the bad download was not kept
+
+def test_download_from_url_uses_official_hashes(tmp_path):
+    "A mirror serving files that are not the official ones is refused, naming the file."
+    src = _fake_fashion(tmp_path/'mirror')
+    with pytest.raises(ValueError, match='train-images-idx3-ubyte.gz: SHA-256'):
+        get_dataset('fashion-mnist', dest=tmp_path/'cache', src=src.as_uri())
+    assert not (tmp_path/'cache'/'fashion-mnist').exists()
+
+def test_read_idx_errors(tmp_path):
+    (tmp_path/'a').write_bytes(b'hello world')
+    with pytest.raises(ValueError, match='not an IDX file'): read_idx(tmp_path/'a')
+    _write_idx(tmp_path/'b', np.zeros((3, 4)), gz=False)
+    (tmp_path/'c').write_bytes((tmp_path/'b').read_bytes()[:-2])
+    with pytest.raises(ValueError, match="c: header says shape \\(3, 4\\)"): read_idx(tmp_path/'c')
+    (tmp_path/'d.gz').write_bytes(gzip.compress(b'\0'*40)[:-5])
+    with pytest.raises(ValueError, match='corrupt gzip'): read_idx(tmp_path/'d.gz')
+
+# ---------------------------------------------------------------- images and transforms
+@pytest.mark.parametrize('mode,fmt', [('L', 'png'), ('LA', 'png'), ('P', 'png'), ('RGBA', 'png'), ('I;16', 'png'),
+                                      ('CMYK', 'jpeg'), ('1', 'png'), ('RGB', 'jpeg'), ('P', 'gif'), ('F', 'tiff')])
+def test_open_image_any_mode(tmp_path, mode, fmt):
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (9, 11, 3), dtype=np.uint8))
+    img = img.convert('L').convert('I').point(lambda v: v*200).convert('I;16') if mode == 'I;16' else img.convert(mode)
+    f = tmp_path/f'x.{fmt}'; img.save(f)
+    out = open_image(f)
+    assert out.mode == 'RGB' and out.size == (11, 9)
+    if mode == 'I;16': assert np.asarray(out).max() > 100   # scaled down, not clipped to white
+    x = ImageTransform(16)(f)
+    assert x.shape == (3, 16, 16) and torch.isfinite(x).all()
+
+def test_open_image_palette_transparency_is_white(tmp_path):
+    img = Image.new('P', (4, 4), 0); img.putpalette([0, 0, 0] * 256); img.info['transparency'] = 0
+    img.save(tmp_path/'t.png', transparency=0)
+    assert open_image(tmp_path/'t.png').getpixel((0, 0)) == (255, 255, 255)
+
+def test_open_image_missing_names_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match='nope.png'): open_image(tmp_path/'nope.png')
+
+def test_transform_normalizes_and_denorms():
+    img = Image.new('RGB', (5, 7), (255, 0, 128))
+    t = ImageTransform(8, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.5))
+    x = t(img)
+    assert x.shape == (3, 8, 8) and x.dtype == torch.float32
+    np.testing.assert_allclose(x[:, 0, 0].numpy(), [(1-0.5)/0.2, (0-0.4)/0.25, (128/255-0.3)/0.5], rtol=1e-5)
+    np.testing.assert_allclose(t.denorm(x)[0, 0], [1, 0, 128/255], atol=1e-6)
+    assert t.denorm(torch.stack([x, x])).shape == (2, 8, 8, 3)
+    assert json.loads(json.dumps(t.describe())) == t.describe() == {'sz': 8, 'mean': [0.5, 0.4, 0.3], 'std': [0.2, 0.25, 0.5], 'augs': []}
+
+class _TensorOnlyFlip(torch.nn.Module):
+    "A flip with no PIL support, to force the tensor path."
+    def forward(self, x):
+        assert isinstance(x, torch.Tensor)
+        return x.flip(-1)
+
+def test_pil_and_tensor_paths_agree():
+    rng = np.random.default_rng(0)
+    rgb = Image.fromarray(rng.integers(0, 255, (20, 30, 3), dtype=np.uint8))
+    grey = rgb.convert('L')
+    pil_t, ten_t = ImageTransform(16, augs=[v2.RandomHorizontalFlip(p=1)]), ImageTransform(16, augs=[_TensorOnlyFlip()])
+    for img in (rgb, grey):
+        np.testing.assert_allclose(pil_t(img).numpy(), ten_t(img).numpy(), atol=1e-5)
+    np.testing.assert_allclose(pil_t(grey).numpy(), pil_t(grey.convert('RGB')).numpy(), atol=1e-5)
+    # a container of PIL-capable transforms still takes the PIL path; output shape is right either way
+    comp = ImageTransform(16, augs=[v2.RandomApply([v2.RandomRotation(10)], p=1.0), _TensorOnlyFlip(), v2.RandomErasing(p=1)])
+    assert comp(rgb).shape == (3, 16, 16)
+
+def test_transform_bad_args_and_with_sz():
+    with pytest.raises(ValueError, match='sz=-3'): ImageTransform(-3)
+    with pytest.raises(ValueError, match='sz=64.0'): ImageTransform(64.0)
+    with pytest.raises(ValueError, match='std'): ImageTransform(8, mean=(0.5, 0.5))
+    augs = [v2.RandomHorizontalFlip()]
+    t = ImageTransform(8, (0.1, 0.2, 0.3), (1, 2, 3), augs).with_sz(32)
+    assert (t.sz, t.mean, t.std, t.augs, t.is_aug) == (32, (0.1, 0.2, 0.3), (1.0, 2.0, 3.0), augs, True)
+    assert not ImageTransform(8).is_aug
+
+# ---------------------------------------------------------------- bad files
+def test_image_problem_kinds(tmp_path):
+    good = _png(tmp_path/'good.png', size=(64, 64))
+    big = tmp_path/'big.jpg'; Image.fromarray(np.random.default_rng(1).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(big)
+    (tmp_path/'zero.png').write_bytes(b'')
+    (tmp_path/'cut.png').write_bytes(good.read_bytes()[:len(good.read_bytes())//2])
+    (tmp_path/'cut.jpg').write_bytes(big.read_bytes()[:len(big.read_bytes())//2])
+    (tmp_path/'notes.png').write_text('I am text')
+    assert image_problem(good) is None and image_problem(big) is None
+    assert image_problem(tmp_path/'zero.png') == 'empty (0 bytes)'
+    assert image_problem(tmp_path/'cut.png').startswith('truncated')
+    assert image_problem(tmp_path/'cut.jpg').startswith('truncated')
+    assert image_problem(tmp_path/'notes.png') == 'not an image'
+    assert image_problem(tmp_path/'gone.png').startswith('cannot read')
+
+def test_bad_files_skipped_with_one_warning(tmp_path):
+    root = tiny_folder(tmp_path/'ds')
+    good = root/'train'/'cat'/'cat_0.png'
+    (root/'train'/'cat'/'zero.png').write_bytes(b'')
+    (root/'train'/'dog'/'cut.png').write_bytes(good.read_bytes()[:60])
+    (root/'train'/'eel'/'readme.txt').write_text('not an image')
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter('always')
+        data = ImageData.from_paths(root, bs=4)
+    msgs = [str(x.message) for x in w if 'unusable' in str(x.message)]
+    assert len(msgs) == 1 and all(n in msgs[0] for n in ('zero.png', 'cut.png', 'readme.txt', '3 unusable'))
+    assert sorted(p.name for p in data.trn_ds.bad_files) == ['cut.png', 'readme.txt', 'zero.png']
+    assert len(data.trn_ds) == 12 and len(data.trn_y) == 12
+    assert sum(len(xb) for xb, _ in data.trn_dl) == 12 and data.fix_ds.bad_files == data.trn_ds.bad_files
+
+def test_file_breaking_mid_epoch_never_crashes(tmp_path):
+    root = tiny_folder(tmp_path/'ds', n_train=3)
+    data = ImageData.from_paths(root, bs=3, num_workers=0)
+    victim = data.trn_ds.fnames[4]
+    victim.write_bytes(b'garbage now')                        # broken after the dataset was built
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter('always')
+        for _ in range(2): ys = torch.cat([yb for _, yb in data.trn_dl])
+        x, y = data.trn_ds[4]
+    msgs = [str(m.message) for m in w if 'could not read' in str(m.message)]
+    assert len(msgs) == 1 and str(victim) in msgs[0]         # warned once, naming the file
+    assert len(ys) == 9 and int(y) == data.trn_y[5]          # substituted by the next image, with its own label
+    victim.unlink()
+    assert data.trn_ds[4][0].shape == (3, 64, 64)
+
+# ---------------------------------------------------------------- from_paths
+def test_from_paths_basics(tmp_path):
+    root = tiny_folder(tmp_path/'ds')
+    (root/'train'/'.ipynb_checkpoints').mkdir(); (root/'train'/'cat'/'.DS_Store').write_bytes(b'junk')
+    _png(root/'test'/'a.png'); _png(root/'test'/'sub'/'b.png')
+    tfms = (ImageTransform(32, augs=[v2.RandomHorizontalFlip()]), ImageTransform(32))
+    data = ImageData.from_paths(root, tfms=tfms, bs=5, test_name='test')
+    assert data.classes == ['cat', 'dog', 'eel'] and data.c == 3 and not data.is_multi
+    assert data.trn_y.dtype == np.int64 and data.trn_y.tolist() == [0]*4 + [1]*4 + [2]*4
+    assert data.val_y.tolist() == [0, 0, 1, 1, 2, 2]
+    assert [f.name for f in data.test_ds.fnames] == ['a.png', 'b.png']
+    assert data.layout == 'folder' and data.csv_path is None and data.folder == 'train' and data.path == root
+    assert data.sz == 32 and data.bs == 5 and data.tfms == tfms
+    assert data.fix_ds.tfm is tfms[1] and data.fix_ds.fnames == data.trn_ds.fnames
+    xb, yb = next(iter(data.trn_dl))
+    assert xb.shape == (5, 3, 32, 32) and yb.dtype == torch.int64
+    assert [len(b[0]) for b in data.val_dl] == [5, 1] and len(list(data.test_dl)) == 1
+    assert data.trn_dl.pin_memory == torch.cuda.is_available()
+    assert data.trn_dl is data.trn_dl                          # loaders are made once
+    assert 'train 12' in repr(data)
+
+def test_drop_last_only_for_a_batch_of_one(tmp_path):
+    data = ImageData.from_paths(tiny_folder(tmp_path/'ds', n_train=3), bs=4)   # 9 = 2*4 + 1
+    assert [len(x) for x, _ in data.trn_dl] == [4, 4] and [len(x) for x, _ in data.fix_dl] == [4, 4, 1]
+
+def test_from_paths_missing_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match='nowhere'): ImageData.from_paths(tmp_path/'nowhere')
+    (tmp_path/'f.txt').write_text('x')
+    with pytest.raises(NotADirectoryError, match='f.txt'): ImageData.from_paths(tmp_path/'f.txt')
+
+@pytest.mark.parametrize('missing,arg', [('train', 'trn_name'), ('valid', 'val_name')])
+def test_from_paths_without_split(tmp_path, missing, arg):
+    root = tiny_folder(tmp_path/'ds')
+    import shutil; shutil.rmtree(root/missing)
+    with pytest.raises(FileNotFoundError, match=f"{arg}='{missing}'.*folder layout"): ImageData.from_paths(root)
+
+def test_from_paths_custom_split_names(tmp_path):
+    root = tiny_folder(tmp_path/'ds')
+    (root/'train').rename(root/'trn'); (root/'valid').rename(root/'val')
+    assert len(ImageData.from_paths(root, trn_name='trn', val_name='val').val_ds) == 6
+
+def test_from_paths_no_class_subfolders(tmp_path):
+    _png(tmp_path/'train'/'a.png'); _png(tmp_path/'valid'/'b.png')
+    with pytest.raises(ValueError, match='train has no class subfolders.*from_csv'): ImageData.from_paths(tmp_path)
+
+def test_from_paths_empty_class(tmp_path):
+    root = tiny_folder(tmp_path/'ds'); (root/'train'/'fox').mkdir()
+    with pytest.raises(ValueError, match='empty class.*train/fox'): ImageData.from_paths(root)
+
+def test_from_paths_class_only_in_valid(tmp_path):
+    root = tiny_folder(tmp_path/'ds', classes=('cat', 'dog'), valid_classes=('cat', 'dog', 'yak'))
+    with pytest.raises(ValueError, match=r"\['yak'\].*valid.*never sees"): ImageData.from_paths(root)
+
+def test_from_paths_missing_test_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="test_name='tst'"): ImageData.from_paths(tiny_folder(tmp_path), test_name='tst')
+
+def test_paths_with_spaces_and_non_ascii(tmp_path):
+    root = tmp_path/'my data'/'Kleidung – Übersicht'
+    for split in ('train', 'valid'):
+        for c in ('Mäntel', 'T shirt', '靴'):
+            _png(root/split/c/'ä b ü.png'); _png(root/split/c/'日本 1.png', seed=3)
+    data = ImageData.from_paths(root, bs=4)
+    assert data.classes == sorted(['Mäntel', 'T shirt', '靴']) and len(data.trn_ds) == 6
+    assert sum(len(x) for x, _ in data.trn_dl) == 6
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')   # the default font has no CJK glyphs
+        assert data.show_batch(n=3).axes[0].get_title() in data.classes
+
+def test_bad_loader_args(tmp_path):
+    root = tiny_folder(tmp_path)
+    with pytest.raises(ValueError, match='bs=0'): ImageData.from_paths(root, bs=0)
+    with pytest.raises(ValueError, match='num_workers=-1'): ImageData.from_paths(root, num_workers=-1)
+    with pytest.raises(TypeError, match='tfms must be a pair'): ImageData.from_paths(root, tfms=ImageTransform(8))
+    data = ImageData.from_paths(root)
+    with pytest.raises(ValueError, match='no test set'): data.dl('test')
+    with pytest.raises(ValueError, match="ds='tain'"): data.dl('tain')
+    assert data.test_dl is None
+
+def test_loader_with_workers(tmp_path):
+    data = ImageData.from_paths(tiny_folder(tmp_path, n_train=6), bs=4, num_workers=2)
+    assert sorted(torch.cat([y for _, y in data.trn_dl]).tolist()) == sorted(data.trn_y.tolist())
+    assert default_workers(10) == 0 and default_workers(100_000) >= 1
+
+# ---------------------------------------------------------------- from_csv
+def test_from_csv_basics(tmp_path):
+    root = tiny_csv(tmp_path/'csv ds', _rows(5, ('cat', 'dog')))
+    _png(root/'test'/'t1.png')
+    data = ImageData.from_csv(root, 'train', 'labels.csv', val_idxs=[0, 5], tfms=(ImageTransform(16), ImageTransform(16)),
+                              bs=3, test_name='test')
+    assert data.classes == ['cat', 'dog'] and not data.is_multi and data.layout == 'csv'
+    assert data.csv_path == root/'labels.csv' and data.folder == 'train'
+    assert [f.name for f in data.val_ds.fnames] == ['cat00.png', 'dog00.png'] and data.val_y.tolist() == [0, 1]
+    assert len(data.trn_ds) == 8 and data.trn_y.dtype == np.int64 and len(data.test_ds) == 1
+    xb, yb = next(iter(data.trn_dl)); assert xb.shape == (3, 3, 16, 16)
+    # the default split is get_cv_idxs(n) over the CSV rows; an absolute csv path works too
+    d2 = ImageData.from_csv(root, 'train', root/'labels.csv')
+    assert len(d2.val_ds) == 2 and {f.stem for f in d2.val_ds.fnames} == {_rows(5)[i][0] for i in get_cv_idxs(10)}
+
+def test_from_csv_multi_label(tmp_path):
+    rows = [('a', 'coat red'), ('b', 'coat'), ('c', 'red dress'), ('d', 'dress'), ('e', 'coat dress red')]
+    root = tiny_csv(tmp_path, rows, header=('image_name', 'tags'))
+    data = ImageData.from_csv(root, 'train', 'labels.csv', val_idxs=[4])
+    assert data.is_multi and data.classes == ['coat', 'dress', 'red'] and data.c == 3
+    assert data.trn_y.dtype == np.float32 and data.trn_y.tolist() == [[1, 0, 1], [1, 0, 0], [0, 1, 1], [0, 1, 0]]
+    x, y = data.val_ds[0]; assert y.dtype == torch.float32 and y.tolist() == [1, 1, 1]
+    assert data.label_str(y) == 'coat dress red'
+    _, yb = next(iter(data.trn_dl)); assert yb.shape == (4, 3)
+
+def test_from_csv_missing_file(tmp_path):
+    root = tiny_csv(tmp_path, _rows(3))
+    (root/'train'/'dog01.png').unlink()
+    with pytest.raises(FileNotFoundError, match=r'labels.csv: 1 image.*line 6: .*dog01.png'):
+        ImageData.from_csv(root, 'train', 'labels.csv', val_idxs=[0, 3])
+    with pytest.raises(FileNotFoundError, match="suffix='.jpg'"):
+        ImageData.from_csv(root, 'train', 'labels.csv', val_idxs=[0, 3], suffix='.jpg')
+
+def test_from_csv_duplicate_id(tmp_path):
+    root = tiny_csv(tmp_path, _rows(3) + [('cat01', 'dog')])
+    with pytest.raises(ValueError, match="labels.csv line 8: duplicate id 'cat01' \\(first on line 3\\)"):
+        ImageData.from_csv(root, 'train', 'labels.csv')
+
+def test_from_csv_empty_label(tmp_path):
+    root = tiny_csv(tmp_path, _rows(3) + [('cat09', '  ')])
+    with pytest.raises(ValueError, match="line 8: empty label for id 'cat09'"): ImageData.from_csv(root, 'train', 'labels.csv')
+
+def test_from_csv_unknown_column(tmp_path):
+    root = tiny_csv(tmp_path, [(i, l, 'x') for i, l in _rows(3)], header=('id', 'breed', 'source'))
+    with pytest.raises(ValueError, match=r"line 1: 3 columns.*label_col="): ImageData.from_csv(root, 'train', 'labels.csv')
+    with pytest.raises(ValueError, match=r"label_col='label': unknown column.*\['id', 'breed', 'source'\]"):
+        ImageData.from_csv(root, 'train', 'labels.csv', label_col='label')
+    data = ImageData.from_csv(root, 'train', 'labels.csv', label_col='breed', val_idxs=[0, 3])
+    assert data.classes == ['cat', 'dog']
+
+def test_from_csv_ragged_line_and_empty_file(tmp_path):
+    root = tiny_csv(tmp_path, _rows(3))
+    with open(root/'labels.csv', 'a') as f: f.write('cat07,cat,extra\n')
+    with pytest.raises(ValueError, match='line 8: 3 fields but the header has 2'): ImageData.from_csv(root, 'train', 'labels.csv')
+    (root/'labels.csv').write_text('')
+    with pytest.raises(ValueError, match='line 1'): ImageData.from_csv(root, 'train', 'labels.csv')
+    (root/'labels.csv').write_text('id,label\n')
+    with pytest.raises(ValueError, match='no labelled rows'): ImageData.from_csv(root, 'train', 'labels.csv')
+    with pytest.raises(FileNotFoundError, match='csv_fname.*nolabels.csv'): ImageData.from_csv(root, 'train', 'nolabels.csv')
+    with pytest.raises(FileNotFoundError, match="folder='imgs'"): ImageData.from_csv(root, 'imgs', 'labels.csv')
+
+def test_from_csv_class_only_in_valid(tmp_path):
+    root = tiny_csv(tmp_path, _rows(3) + [('yak00', 'yak')])
+    with pytest.raises(ValueError, match=r"\['yak'\] only appear in validation rows.*lines \[8\]"):
+        ImageData.from_csv(root, 'train', 'labels.csv', val_idxs=[0, 6])
+
+def test_from_csv_bad_val_idxs(tmp_path):
+    root = tiny_csv(tmp_path, _rows(3))
+    for bad, msg in (([0, 6], 'in 0..5'), ([1, 1], 'repeated'), ([0.5], 'integer'), ([], 'at least one'),
+                     (list(range(6)), 'at least one')):
+        with pytest.raises(ValueError, match=msg): ImageData.from_csv(root, 'train', 'labels.csv', val_idxs=bad)
+
+def test_from_csv_id_outside_folder(tmp_path):
+    root = tiny_csv(tmp_path, _rows(3) + [('../../etc/passwd', 'cat')])
+    with pytest.raises(ValueError, match="line 8: id '../../etc/passwd' points outside"):
+        ImageData.from_csv(root, 'train', 'labels.csv')
+
+def test_from_csv_spaces_and_non_ascii(tmp_path):
+    rows = [('chat noir', 'Katze'), ('chat été', 'Katze'), ('犬 1', 'Hund'), ('犬 2', 'Hund'), ('ä', 'Hund'), ('ö', 'Katze')]
+    root = tiny_csv(tmp_path/'dossier à moi', rows)
+    data = ImageData.from_csv(root, 'train', 'labels.csv', val_idxs=[0, 2], label_delim=None)
+    assert data.classes == ['Hund', 'Katze'] and len(data.trn_ds) == 4
+    assert sum(len(x) for x, _ in data.trn_dl) == 4
+
+def test_from_csv_bad_image_skipped(tmp_path):
+    root = tiny_csv(tmp_path, _rows(3))
+    (root/'train'/'cat02.png').write_bytes(b'')
+    with pytest.warns(UserWarning, match='(?s)1 unusable.*cat02.png: empty'):
+        data = ImageData.from_csv(root, 'train', 'labels.csv', val_idxs=[0, 3])
+    assert len(data.trn_ds) == 3 and data.trn_y.tolist() == [0, 1, 1]
+
+# ---------------------------------------------------------------- get_cv_idxs
+def test_get_cv_idxs_as_in_the_notes():
+    np.random.seed(42); ref = np.random.permutation(1000)
+    np.testing.assert_array_equal(get_cv_idxs(1000), ref[800:1000])     # cv_idx=4 is the last fold
+    np.testing.assert_array_equal(get_cv_idxs(1000, cv_idx=0, val_pct=0.1, seed=42), ref[:100])
+    state = np.random.get_state()[1].copy(); get_cv_idxs(10)
+    np.testing.assert_array_equal(np.random.get_state()[1], state)        # global seed untouched
+    folds = np.concatenate([get_cv_idxs(1000, cv_idx=i) for i in range(5)])
+    assert sorted(folds.tolist()) == list(range(1000))
+
+@pytest.mark.parametrize('val_pct', [0, 1, -0.2, 1.2, float('nan'), 'x'])
+def test_get_cv_idxs_val_pct_outside(val_pct):
+    with pytest.raises(ValueError, match='val_pct'): get_cv_idxs(100, val_pct=val_pct)
+
+def test_get_cv_idxs_other_bad_args():
+    with pytest.raises(ValueError, match='n=1'): get_cv_idxs(1)
+    with pytest.raises(ValueError, match='cv_idx=5'): get_cv_idxs(100, cv_idx=5)
+
+# ---------------------------------------------------------------- exploring, resizing
+def test_show_batch_and_size_hist(tmp_path):
+    root = tiny_folder(tmp_path)
+    _png(root/'train'/'cat'/'wide.png', size=(40, 10))
+    data = ImageData.from_paths(root, bs=4, test_name=None)
+    fig = data.show_batch(n=5, ds='valid')
+    assert isinstance(fig, Figure) and [a.get_title() for a in fig.axes[:5]] == ['cat', 'cat', 'dog', 'eel', 'eel']
+    assert isinstance(data.show_batch(n=4, seed=1), Figure)
+    st = data.size_stats()
+    assert st['n'] == 13 and st['width'] == {'min': 12, 'median': 12.0, 'max': 40, 'mean': round((12*12+40)/13, 2)}
+    assert st['most_common'][0] == [12, 10, 12]
+    fig = data.plot_size_hist(); assert isinstance(fig, Figure) and 'sz = 64' in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    import matplotlib.pyplot as plt
+    f2, ax = plt.subplots(); assert data.plot_size_hist(ds='valid', ax=ax) is f2; plt.close(f2)
+
+def test_resize_and_with_tfms_keep_the_split(tmp_path):
+    root = tiny_csv(tmp_path, _rows(4))
+    data = ImageData.from_csv(root, 'train', 'labels.csv', val_idxs=[1, 5], tfms=(ImageTransform(16, augs=[v2.RandomHorizontalFlip()]), ImageTransform(16)))
+    big = data.resize(40)
+    assert big.sz == 40 and big.tfms[1].sz == 40 and big.tfms[0].augs == data.tfms[0].augs
+    assert big.trn_ds.fnames == data.trn_ds.fnames and big.val_ds.fnames == data.val_ds.fnames
+    assert big.layout == 'csv' and big.csv_path == data.csv_path and big.fix_ds[0][0].shape == (3, 40, 40)
+    other = data.with_tfms((ImageTransform(8), ImageTransform(8)))
+    assert other.val_ds[0][0].shape == (3, 8, 8) and data.val_ds[0][0].shape == (3, 16, 16)
+
+def test_dataset_validation():
+    with pytest.raises(ValueError, match='2 files but 1 labels'): ImageDataset(['a', 'b'], [0], ['x'], check=False)
+    with pytest.raises(ValueError, match='class indices'): ImageDataset(['a'], [3], ['x', 'y'], check=False)
+    with pytest.raises(ValueError, match='shape \\(N, 2\\)'): ImageDataset(['a'], [[1, 0, 1]], ['x', 'y'], is_multi=True, check=False)
+    ds = ImageDataset(['a'], [1], ['x', 'y'], check=False)
+    assert ds.c == 2 and ds.y.dtype == np.int64 and ds.with_tfm(ImageTransform(8)).tfm.sz == 8 and ds.tfm.sz == 64
