@@ -298,6 +298,11 @@ def test_from_paths_no_class_subfolders(tmp_path):
     _png(tmp_path/'train'/'a.png'); _png(tmp_path/'valid'/'b.png')
     with pytest.raises(ValueError, match='train has no class subfolders.*from_csv'): ImageData.from_paths(tmp_path)
 
+def test_from_paths_loose_files_warn(tmp_path):
+    root = tiny_folder(tmp_path/'ds'); _png(root/'train'/'stray.png')
+    with pytest.warns(UserWarning, match=r"ignored 1 file\(s\) outside the class folders: \['stray.png'\]"):
+        assert len(ImageData.from_paths(root).trn_ds) == 12
+
 def test_from_paths_empty_class(tmp_path):
     root = tiny_folder(tmp_path/'ds'); (root/'train'/'fox').mkdir()
     with pytest.raises(ValueError, match='empty class.*train/fox'): ImageData.from_paths(root)

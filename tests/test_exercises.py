@@ -1,0 +1,258 @@
+"""Every exercise of lessonlib.exercises: right, wrong and malformed answers, hints and solutions,
+plus cross-checks of the exercises' reference answers against lessonlib itself and sklearn."""
+import math, subprocess, sys, time
+import numpy as np
+import pytest
+import matplotlib
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt
+from lessonlib import exercises as E
+
+ALL = E.all_exercises()
+IDS = [e.id for e in ALL]
+LESSON_NAMES = ['core', 'data', 'models', 'learner', 'precompute', 'schedules', 'lr_find', 'augment', 'interpret', 'cleaner']
+KINDS = {'code', 'plot', 'count', 'number', 'choice', 'truefalse'}
+
+def _show(a): return repr(a)[:80]
+
+# ---- the registry ---------------------------------------------------------------------------------
+
+def test_every_lesson_has_three_exercises_of_mixed_kinds():
+    assert list(E.LESSONS) == LESSON_NAMES
+    for name in LESSON_NAMES:
+        lesson = getattr(E, name)
+        assert lesson is E.LESSONS[name] and len(lesson) >= 3, name
+        assert len({e.kind for e in lesson}) >= 2, f'{name}: only one kind of exercise'
+        assert [e.name for e in lesson] == [f'q{i+1}' for i in range(len(lesson))]
+        assert all(e.lesson == name and getattr(lesson, e.name) is e for e in lesson)
+    assert {e.kind for e in ALL} == KINDS
+    assert len(set(IDS)) == len(IDS)
+
+def test_namespace_import_reads_well():
+    from lessonlib.exercises import schedules as ex
+    assert ex.q2 is ex['q2'] and len(list(ex)) == len(ex)
+    assert 'Learning-rate schedules' in ex._repr_markdown_() and 'q1' in repr(ex)
+
+def test_star_import_does_not_hide_lesson_variables():
+    "`from lessonlib.exercises import *` must not overwrite a lesson's `data` or `learner` with a namespace."
+    ns = {}
+    exec('from lessonlib.exercises import *', ns)
+    assert not set(LESSON_NAMES) & set(ns) and 'Exercise' in ns
+    assert set(LESSON_NAMES) <= set(dir(E))
+    with pytest.raises(AttributeError): E.no_such_lesson
+
+def test_import_is_light():
+    "Importing the exercises pulls in neither torch nor the other lessonlib modules (they are imported inside check)."
+    code = "import sys, lessonlib.exercises; print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('lessonlib.')))"
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['lessonlib.exercises']", out
+
+def test_exercise_table_lists_every_exercise():
+    table = E.exercise_table()
+    assert table.count('\n') == len(ALL) + 1
+    for e in ALL: assert f'`{e.id}`' in table
+
+# ---- right, wrong and malformed answers for every exercise -------------------------------------------
+
+@pytest.mark.parametrize('ex', ALL, ids=IDS)
+def test_right_answers(ex, capsys):
+    right = ex.examples('right')
+    assert right, f'{ex.id} has no right example'
+    for a in right:
+        assert ex.check(a) is True, f'{ex.id}: {_show(a)} -> {ex.last}'
+        assert ex.last.status == 'correct' and len(ex.last.message) > 20
+    assert capsys.readouterr().out.startswith('Correct! ')
+
+@pytest.mark.parametrize('ex', ALL, ids=IDS)
+def test_wrong_answers_get_specific_messages(ex, capsys):
+    wrong = ex.examples('wrong')
+    assert len(wrong) >= (3 if ex.kind == 'code' else 1), f'{ex.id}: too few wrong examples'
+    messages = set()
+    for a, part in wrong:
+        assert ex.check(a) is False, f'{ex.id}: {_show(a)} was accepted'
+        assert ex.last.status == 'wrong', f'{ex.id}: {_show(a)} -> {ex.last}'
+        assert part.lower() in ex.last.message.lower(), f'{ex.id}: expected {part!r} in {ex.last.message!r}'
+        messages.add(ex.last.message)
+    if ex.kind in ('code', 'choice'): assert len(messages) == len(wrong), f'{ex.id}: two mistakes share one message'
+    assert 'Not quite. ' in capsys.readouterr().out
+
+@pytest.mark.parametrize('ex', ALL, ids=IDS)
+def test_malformed_answers_get_a_message_not_a_traceback(ex, capsys):
+    bad = ex.examples('malformed')
+    assert len(bad) >= 3, f'{ex.id}: too few malformed examples'
+    for a, part in bad:
+        assert ex.check(a) is False, f'{ex.id}: {_show(a)} was accepted'
+        assert ex.last.status == 'malformed', f'{ex.id}: {_show(a)} -> {ex.last}'
+        assert part.lower() in ex.last.message.lower(), f'{ex.id}: expected {part!r} in {ex.last.message!r}'
+    assert "Can't check that answer: " in capsys.readouterr().out
+
+def _raises(*args): raise RuntimeError('boom')
+
+JUNK = [None, object(), '', 'x', '  ', b'bytes', float('nan'), float('inf'), -1, 0, 10**400, [], {}, (), [None],
+        np.zeros((2, 2)), np.array(['a']), lambda: 1, lambda *a: None, _raises, type, print]
+
+@pytest.mark.parametrize('ex', ALL, ids=IDS)
+def test_junk_never_raises(ex):
+    for a in JUNK:
+        r = ex.check(a, quiet=True)
+        assert r is False, f'{ex.id}: junk {_show(a)} accepted'
+        assert ex.last.status in ('wrong', 'malformed') and ex.last.message, f'{ex.id}: {_show(a)} -> {ex.last}'
+
+@pytest.mark.parametrize('ex', ALL, ids=IDS)
+def test_solution_is_right_and_hints_exist(ex, capsys):
+    sol = ex.solution()
+    out = capsys.readouterr().out
+    assert out.startswith('Solution') and ex.explanation in out
+    assert ex.check(sol, quiet=True), f'{ex.id}: its own solution fails: {ex.last}'
+    assert ex.hints, f'{ex.id} has no hint'
+    for i in range(len(ex.hints) + 1): ex.hint()
+    out = capsys.readouterr().out
+    assert out.count('Hint') == len(ex.hints) + 1 and ex.hints[0] in out
+
+@pytest.mark.parametrize('ex', ALL, ids=IDS)
+def test_check_is_fast_and_shows_the_question(ex):
+    right = ex.examples('right')[0]
+    ex.check(right, quiet=True)                       # warm-up (imports)
+    t = time.perf_counter(); ex.check(right, quiet=True)
+    assert time.perf_counter() - t < 1.0, f'{ex.id} takes too long to check'
+    md = ex._repr_markdown_()
+    assert ex.question in md and ex.kind in md and 'check(' in md
+    assert ex.id in repr(ex)
+
+def test_check_without_an_answer(capsys):
+    assert E.core.q1.check() is False and E.core.q1.last.status == 'malformed'
+    assert 'pass your answer' in capsys.readouterr().out.lower()
+
+def test_unavailable_module_is_reported(monkeypatch):
+    monkeypatch.setitem(sys.modules, 'lessonlib.schedules', None)
+    ex = E.schedules.q1
+    assert ex.check(ex.examples('right')[0], quiet=True) is False
+    assert ex.last.status == 'unavailable' and 'lessonlib.schedules' in ex.last.message
+
+def test_checks_keep_the_random_state():
+    import torch
+    before = torch.get_rng_state(), np.random.get_state()[1].copy()
+    assert E.core.q3.check(E.core.q3.examples('right')[0], quiet=True)
+    assert E.data.q3.check(E.data.q3.examples('right')[0], quiet=True)
+    assert torch.equal(torch.get_rng_state(), before[0]) and (np.random.get_state()[1] == before[1]).all()
+
+@pytest.mark.parametrize('ex', [e for e in ALL if e.kind == 'plot'], ids=lambda e: e.id)
+def test_plots_return_figures(ex):
+    fig = ex.plot()
+    assert isinstance(fig, matplotlib.figure.Figure) and fig.axes
+    plt.close(fig)
+    fig, ax = plt.subplots()
+    assert ex.plot(ax=ax) is fig
+    plt.close(fig)
+
+def test_only_plot_exercises_have_plots():
+    with pytest.raises(ValueError, match='no plot'): E.core.q1.plot()
+
+# ---- the reference answers agree with lessonlib (and sklearn) ----------------------------------------
+
+def test_cosine_reference_is_lessonlibs():
+    from lessonlib.schedules import sched_cos
+    assert E.schedules.q1.check(lambda s, e, p: sched_cos(s, e)(p), quiet=True)
+
+def test_sgdr_answers_match_lessonlib():
+    from lessonlib.schedules import sgdr_epochs, sgdr_lrs
+    assert E.schedules.q2.check(sgdr_epochs(3, 1, 2), quiet=True)
+    m = sgdr_lrs(10, 3, 1, 2)
+    starts = [0] + [i for i in range(1, len(m)) if m[i] > m[i - 1]]
+    assert E.schedules.q3.check(lambda *a: starts if a == (10, 3, 1, 2) else E._restarts_ref(*a), quiet=True)
+    assert E._restarts_ref(10, 3, 1, 2) == starts == [0, 10, 30]
+
+def test_one_cycle_start_matches_lessonlib():
+    from lessonlib.schedules import one_cycle
+    lrs, moms = one_cycle(100)
+    assert E.schedules.q6.check(float(lrs[0] * 1e-2), quiet=True)
+    assert E.schedules.q5.check('a', quiet=True) and moms[lrs.argmax()] == moms.min()
+
+def test_lr_find_answers_match_lessonlib():
+    from lessonlib.lr_find import lr_sweep, suggest_lrs
+    s = lr_sweep(1e-7, 10, 100)[:, 0]
+    assert E.lr_find.q4.check(s[1] / s[0], quiet=True)
+    lrs, losses = E.lr_find.q1.data['lrs'], E.lr_find.q1.data['losses']
+    np.testing.assert_allclose(lrs, s[:len(lrs)])
+    sug = suggest_lrs(lrs, losses)
+    for lr in (sug.minimum, sug.steep):
+        assert E.lr_find.q1.check(lr, quiet=True), f'lessonlib suggests {lr:.2e}: {E.lr_find.q1.last}'
+
+def test_smoothing_reference_is_lessonlibs():
+    from lessonlib import schedules
+    if not hasattr(schedules, '_smooth'): pytest.skip('lessonlib.schedules has no _smooth')
+    x = np.random.default_rng(0).uniform(1, 3, 20)
+    np.testing.assert_allclose(E._smooth_ref(list(x), 0.98), schedules._smooth(x, 0.98))
+
+def test_confusion_reference_is_lessonlibs_and_sklearns():
+    from sklearn.metrics import confusion_matrix
+    rng = np.random.default_rng(0)
+    t, p = rng.integers(0, 5, 200), rng.integers(0, 5, 200)
+    np.testing.assert_array_equal(E._confusion_ref(t, p, 6), confusion_matrix(t, p, labels=range(6)))
+    assert E.interpret.q1.check(lambda t, p, n: confusion_matrix(t, p, labels=range(n)), quiet=True)
+
+def test_top_losses_reference_is_lessonlibs():
+    from lessonlib.interpret import ClassificationInterpretation
+    log_preds, y = E._tl_data()
+    interp = ClassificationInterpretation(np.exp(log_preds), y, list('abcde'))
+    assert E.interpret.q4.check(lambda lp, y, k: interp.top_losses(k)[1], quiet=True), E.interpret.q4.last
+
+def test_confusion_plot_answers_match_lessonlibs_interpretation():
+    from lessonlib.interpret import ClassificationInterpretation
+    cm = E.interpret.q2.data['matrix']
+    actual = np.repeat(np.arange(4), cm.sum(1))
+    predicted = np.concatenate([np.repeat(np.arange(4), row) for row in cm])
+    interp = ClassificationInterpretation(np.eye(4)[predicted], actual, E.interpret.q2.data['classes'])
+    np.testing.assert_array_equal(interp.confusion_matrix(), cm)
+    a, p, n = interp.most_confused()[0]
+    assert E.interpret.q2.check((a, p), quiet=True) and n == 17
+    assert E.interpret.q3.check(interp.accuracy(), quiet=True)
+
+def test_confusion_plot_answers_are_consistent():
+    cm = E.interpret.q2.data['matrix']
+    off = cm - np.diag(np.diag(cm))
+    i, j = np.unravel_index(off.argmax(), cm.shape)
+    assert E.interpret.q2.check((E._CM_CLASSES[i], E._CM_CLASSES[j]), quiet=True)
+    assert E.interpret.q3.check(np.trace(cm) / cm.sum(), quiet=True)
+
+def test_lessonlib_open_image_is_a_right_answer():
+    from lessonlib.data import open_image
+    assert E.data.q1.check(open_image, quiet=True), E.data.q1.last
+
+def test_lessonlib_create_head_is_a_right_answer():
+    from lessonlib.models import create_head
+    assert E.models.q1.check(lambda nf, n: create_head(nf, n), quiet=True), E.models.q1.last
+    lin = [m for m in create_head(512, 10).modules() if type(m).__name__ == 'Linear']
+    assert E.models.q2.check(lin[0].in_features, quiet=True)
+    assert E.models.q3.check(sum(p.numel() for p in lin[-1].parameters()), quiet=True)
+
+def test_lessonlib_cache_key_is_a_right_answer():
+    from lessonlib.precompute import cache_key
+    assert E.precompute.q5.check(cache_key, quiet=True), E.precompute.q5.last
+
+def test_cache_size_uses_the_bundled_body_width():
+    from lessonlib.models import model_meta
+    nf = model_meta['efficientnet_lite0'].nf
+    assert E.precompute.q4.check(6000 * 2 * nf * 2 / 1e6, quiet=True)
+
+def test_zoom_answer_matches_lessonlibs_random_zoom():
+    from lessonlib.augment import random_zoom
+    (crop,) = random_zoom(64, 1.1)
+    assert E.augment.q5.check(64 * math.sqrt(crop.scale[0]), quiet=True)
+
+def test_validation_transform_has_no_augmentation():
+    from lessonlib.augment import tfms_from_stats, transforms_side_on
+    trn, val = tfms_from_stats(((0.5,) * 3, (0.5,) * 3), 32, aug_tfms=transforms_side_on)
+    assert trn.is_aug and not val.is_aug
+    assert E.augment.q4.check(val.is_aug, quiet=True)
+
+def test_learner_claims_match_its_signature():
+    "learner.q1 (BatchNorm frozen by default) and learner.q4 (TTA's n_aug=4 plus the original) read from the signatures."
+    import inspect
+    learner = pytest.importorskip('lessonlib.learner')
+    assert inspect.signature(learner.ConvLearner.pretrained).parameters['train_bn'].default is False
+    assert inspect.signature(learner.ConvLearner.TTA).parameters['n_aug'].default == 4
+
+def test_cleaner_moves_deleted_files_to_a_trash_folder():
+    from lessonlib.cleaner import TRASH
+    assert TRASH and E.cleaner.q1.check('a', quiet=True)
