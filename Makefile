@@ -21,13 +21,16 @@ system:
 
 demo: setup
 	$(PY) tools/demo.py
+	$(VENV)/bin/lessonlib-train --out runs/demo
+	$(PY) tools/render_lessons.py runs/demo/lessons
 
 sync: setup
 	@tools/check_sync.sh
 	@$(PY) tools/make_readme.py --check
 
+# Two notebooks run at once on 2 cores: one torch thread each (two each oversubscribe and spin, ~10x slower).
 nbtest: setup
-	$(VENV)/bin/nbdev_test --n_workers 2
+	OMP_NUM_THREADS=1 $(VENV)/bin/nbdev_test --n_workers 2
 
 pytest: setup
 	$(PY) -m pytest -q -ra tests

@@ -6,14 +6,14 @@
 __all__ = ['TRASH', 'IMAGE_EXTS', 'CleanItem', 'Journal', 'DatasetCleaner', 'CleanReport', 'ImageClassifierCleaner', 'oof_probs',
            'learner_features', 'cosine_pairs', 'inject_label_noise', 'precision_at']
 
-# %% ../nbs/08_cleaner.ipynb #bdbfe978
+# %% ../nbs/08_cleaner.ipynb #f74c372f
 import os, json, csv, io, hashlib, shutil, warnings, datetime, math
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 from .core import atomic_write, atomic_write_json
 
-# %% ../nbs/08_cleaner.ipynb #533edfda
+# %% ../nbs/08_cleaner.ipynb #a6aed624
 TRASH = '.lessonlib-trash'   # the cleaner's folder inside the dataset root: trash, journal, saved choices
 
 @dataclass
@@ -28,7 +28,7 @@ class CleanItem:
     oof_loss: float = float('nan')
     idx: int = -1              # row of this file in its split's predictions / features
 
-# %% ../nbs/08_cleaner.ipynb #db4b9886
+# %% ../nbs/08_cleaner.ipynb #990451ac
 def _sha(b): return hashlib.sha256(b).hexdigest()
 
 def _inside(root, p):
@@ -64,7 +64,7 @@ def _move(src, dst):
         os.unlink(src)
     _fsync_dir(src.parent); _fsync_dir(dst.parent)
 
-# %% ../nbs/08_cleaner.ipynb #5815958d
+# %% ../nbs/08_cleaner.ipynb #11f770e0
 class Journal:
     "Append-only JSON-lines log of what the cleaner does, each line flushed to disk before the step it describes."
     def __init__(self, path): self.path = Path(path)
@@ -102,7 +102,7 @@ class Journal:
             elif k == 'undo-commit': s['undone'] = True
         return txns
 
-# %% ../nbs/08_cleaner.ipynb #90ef09a3
+# %% ../nbs/08_cleaner.ipynb #5e61593f
 def _read_csv(path):
     "Parse a labels CSV: (bytes, header, rows, id column, label column, line ending, has BOM)."
     raw = Path(path).read_bytes()
@@ -127,7 +127,7 @@ def _csv_key(rel_in_folder):
     p = Path(rel_in_folder)
     return {p.as_posix(), p.with_suffix('').as_posix()}
 
-# %% ../nbs/08_cleaner.ipynb #f0ec1bf2
+# %% ../nbs/08_cleaner.ipynb #35c3070b
 class DatasetCleaner:
     "Choices (keep / delete / another class) for the files of a dataset, carried out on disk with a journal and undo."
     def __init__(self, root, items, classes, layout='folder', csv_path=None, folder=None):
@@ -152,7 +152,7 @@ class DatasetCleaner:
         return (f'{type(self).__name__}({self.root}, {len(self.items)} files, {len(self.classes)} classes, '
                 f'layout={self.layout!r}, {len(self.choices)} marked)')
 
-# %% ../nbs/08_cleaner.ipynb #d0959292
+# %% ../nbs/08_cleaner.ipynb #c206a40e
 IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.webp', '.tif', '.tiff')
 
 def _from_folder(cls, root, splits=('train', 'valid'), exts=IMAGE_EXTS):
@@ -185,7 +185,7 @@ def _from_csv(cls, root, folder='train', csv_fname='labels.csv', suffix='', val_
 DatasetCleaner.from_folder = classmethod(_from_folder)
 DatasetCleaner.from_csv = classmethod(_from_csv)
 
-# %% ../nbs/08_cleaner.ipynb #a1b5aef2
+# %% ../nbs/08_cleaner.ipynb #58ab05cd
 def _rel(self, fname):
     "The key of `fname` (absolute, or relative to the root) in `self.items`."
     p = Path(fname)
@@ -215,7 +215,7 @@ def _choice(self, fname):
 
 DatasetCleaner._rel, DatasetCleaner.mark, DatasetCleaner.choice = _rel, _mark, _choice
 
-# %% ../nbs/08_cleaner.ipynb #0cfce159
+# %% ../nbs/08_cleaner.ipynb #79ba603e
 def _save_choices(self, fname=None):
     "Save the choices as JSON (default `<root>/.lessonlib-trash/choices.json`); returns the path."
     fname = Path(fname) if fname else self.state_dir/'choices.json'
@@ -237,7 +237,7 @@ def _load_choices(self, fname=None):
 
 DatasetCleaner.save_choices, DatasetCleaner.load_choices = _save_choices, _load_choices
 
-# %% ../nbs/08_cleaner.ipynb #c4f196d8
+# %% ../nbs/08_cleaner.ipynb #ae42d322
 class CleanReport:
     "What `apply()` / `undo()` did (or, with `dry_run`, would do): steps, missing files, renamed files, a message."
     def __init__(self, steps=(), missing=(), renamed=(), message='', dry_run=False, txn=None, problems=(), undo=False):
@@ -265,13 +265,13 @@ class CleanReport:
                     else: out.append(f"{s['path']}: {c['id']} " + (f"{c['old']} -> {c['new']}" if c['new'] else 'row removed'))
         out += [f'missing (skipped): {m}' for m in self.missing] + [f'renamed to avoid overwriting: {a} -> {b}' for a, b in self.renamed]
         out += [f'problem: {p}' for p in self.problems]
-        return out
+        return [l.replace('{txn}', '<time of apply>') for l in out]
 
     def __repr__(self):
         head = ('Planned (dry run): ' if self.dry_run else '') + (self.message or f'{len(self.steps)} step(s)')
         return '\n'.join([head] + ['  ' + l for l in self.lines()])
 
-# %% ../nbs/08_cleaner.ipynb #304afeaa
+# %% ../nbs/08_cleaner.ipynb #e30083a2
 def _plan(self, choices=None):
     "Turn the choices into steps (moves, folders to create, CSV rewrite); returns (steps, missing, renamed)."
     choices = self.choices if choices is None else choices
@@ -313,7 +313,7 @@ def _csv_step(self, changes):
 
 DatasetCleaner._plan, DatasetCleaner._csv_step = _plan, _csv_step
 
-# %% ../nbs/08_cleaner.ipynb #ab07173d
+# %% ../nbs/08_cleaner.ipynb #baee8bfb
 def _existing_ancestor(p):
     p = Path(p)
     while not p.exists() and p != p.parent: p = p.parent
@@ -333,7 +333,7 @@ def _unwritable(self, steps):
 
 DatasetCleaner._unwritable = _unwritable
 
-# %% ../nbs/08_cleaner.ipynb #a3402b96
+# %% ../nbs/08_cleaner.ipynb #d9dd9c88
 def _new_txn(self):
     t = datetime.datetime.now().strftime('%Y%m%d-%H%M%S-%f')
     while (self.state_dir/t).exists(): t += 'x'
@@ -371,7 +371,7 @@ def _prepare_csv(self, txn, s):
 DatasetCleaner._new_txn, DatasetCleaner._pending, DatasetCleaner._do_step, DatasetCleaner._prepare_csv = \
     _new_txn, _pending, _do_step, _prepare_csv
 
-# %% ../nbs/08_cleaner.ipynb #fb10534b
+# %% ../nbs/08_cleaner.ipynb #a44e6d5c
 def _apply(self, dry_run=False):
     "Carry out the choices on disk (journalled, undoable); `dry_run=True` only returns the plan."
     if not self.choices: return CleanReport(message='Nothing to apply: no file is marked delete or another class.', dry_run=dry_run)
@@ -426,7 +426,7 @@ def _after_apply(self, txn, steps, applied, missing):
 
 DatasetCleaner.apply, DatasetCleaner._after_apply = _apply, _after_apply
 
-# %% ../nbs/08_cleaner.ipynb #d10b575f
+# %% ../nbs/08_cleaner.ipynb #812297e7
 def _undo_step(self, txn, i, s, report):
     if s['op'] == 'mkdir':
         p = self.root/s['dir']
@@ -476,7 +476,7 @@ def _undo_txn(self, txn):
 
 DatasetCleaner._undo_step, DatasetCleaner._csv_revert, DatasetCleaner._undo_txn = _undo_step, _csv_revert, _undo_txn
 
-# %% ../nbs/08_cleaner.ipynb #8d531e51
+# %% ../nbs/08_cleaner.ipynb #5ca2cdd8
 def _undo(self):
     "Take back the last `apply()` (or finish rolling back one that was interrupted); returns a report."
     txns = [t for t, s in self.journal.transactions().items() if not s['undone']]
@@ -504,7 +504,7 @@ def _after_undo(self, txn, st):
 
 DatasetCleaner.undo, DatasetCleaner._after_undo = _undo, _after_undo
 
-# %% ../nbs/08_cleaner.ipynb #48858780
+# %% ../nbs/08_cleaner.ipynb #b515e603
 def _probs_losses(probs, targets):
     "Per-image loss -log p[label] from probabilities."
     p = np.clip(np.asarray(probs, np.float64), 1e-12, 1)
@@ -544,7 +544,7 @@ def _sources(obj, data=None):
         out.append((split, probs, y, [Path(f) for f in it.fnames], losses))
     return data, classes, out
 
-# %% ../nbs/08_cleaner.ipynb #6bebe0af
+# %% ../nbs/08_cleaner.ipynb #4df31008
 def _layout_of(data, fnames, root=None):
     "(root, layout, csv_path, folder) from an ImageData, or guessed from folder-layout file names `root/split/class/file`."
     if data is not None:
@@ -572,7 +572,7 @@ def _items(root, classes, sources):
                                    float(losses[i]), idx=i))
     return items
 
-# %% ../nbs/08_cleaner.ipynb #a9be328f
+# %% ../nbs/08_cleaner.ipynb #13ea5124
 def _view(self, split=None, label=None, by='loss'):
     "Files of `split` (all if None) and class `label` (all if None), highest `by` ('loss' or 'oof') first."
     att = {'loss': 'loss', 'oof': 'oof_loss'}[by]
@@ -582,12 +582,12 @@ def _view(self, split=None, label=None, by='loss'):
 
 DatasetCleaner.view = _view
 
-# %% ../nbs/08_cleaner.ipynb #1af68c47
+# %% ../nbs/08_cleaner.ipynb #0da802e7
 import ipywidgets as W
 from PIL import Image as PILImage
 from .data import open_image
 
-# %% ../nbs/08_cleaner.ipynb #17e3385e
+# %% ../nbs/08_cleaner.ipynb #c2df0dd8
 _WIDGET_NOTE = ('This is an interactive ipywidgets widget. If you are reading this text instead, widgets cannot render here '
                 '(a plain terminal, a static HTML page, or a front end without the ipywidgets extension). Use the non-widget '
                 'path instead: `cleaner.show_static(split, cls)` draws the same images as a figure, and '
@@ -601,7 +601,7 @@ def _thumb_png(path, size):
     im = im.resize((max(1, round(w * s)), max(1, round(h * s))), PILImage.NEAREST if s > 2 else PILImage.BICUBIC)
     b = io.BytesIO(); im.save(b, format='PNG'); return b.getvalue()
 
-# %% ../nbs/08_cleaner.ipynb #88d28ecb
+# %% ../nbs/08_cleaner.ipynb #5ae87fb8
 class ImageClassifierCleaner(DatasetCleaner):
     "Widget: the most surprising images of a class and split, each marked keep / delete / another class; Apply and Undo."
     def __init__(self, learn_or_interp, max_n=20, data=None, root=None, rank='loss', features=None,
@@ -622,7 +622,7 @@ class ImageClassifierCleaner(DatasetCleaner):
         self._render()
         self._status(msg or self._summary())
 
-# %% ../nbs/08_cleaner.ipynb #4418310f
+# %% ../nbs/08_cleaner.ipynb #501db6aa
 def _build(self, rank='loss'):
     "Create the widgets (once); `_render` fills the grid for the current class, split and page."
     splits = [s for s in ('train', 'valid') if any(it.split == s for it in self.items.values())] or ['valid']
@@ -687,7 +687,7 @@ def _render(self):
 
 for f in (_build, _current, _options, _cell, _render): setattr(ImageClassifierCleaner, f.__name__, f)
 
-# %% ../nbs/08_cleaner.ipynb #0916bd5c
+# %% ../nbs/08_cleaner.ipynb #a03887c2
 def _summary(self):
     n_del = sum(v == 'delete' for v in self.choices.values())
     if not self.choices: return 'Nothing marked yet.'
@@ -725,7 +725,7 @@ def _on_undo(self, _=None):
 for f in (_summary, _status, _autosave, _on_choice, _on_view, _turn, _on_apply, _on_undo):
     setattr(ImageClassifierCleaner, f.__name__, f)
 
-# %% ../nbs/08_cleaner.ipynb #641dfe18
+# %% ../nbs/08_cleaner.ipynb #34d9eca9
 def _w_apply(self, dry_run=False):
     "Carry out the choices on disk (see `DatasetCleaner.apply`), then refresh the widget."
     r = DatasetCleaner.apply(self, dry_run)
@@ -765,7 +765,7 @@ def _w_mark(self, fname, choice):
 ImageClassifierCleaner.apply, ImageClassifierCleaner.undo, ImageClassifierCleaner.mark = _w_apply, _w_undo, _w_mark
 ImageClassifierCleaner._repr_mimebundle_ = _repr_mimebundle_
 
-# %% ../nbs/08_cleaner.ipynb #59b193cd
+# %% ../nbs/08_cleaner.ipynb #676bffe4
 def _delete(self):
     "Indices into `self.fns` (the page shown) marked delete, as in fastai's cleaner."
     return [i for i, f in enumerate(self.fns) if self.choices.get(f.relative_to(self.root).as_posix()) == 'delete']
@@ -777,7 +777,7 @@ def _change(self):
 
 ImageClassifierCleaner.delete, ImageClassifierCleaner.change = _delete, _change
 
-# %% ../nbs/08_cleaner.ipynb #e784e096
+# %% ../nbs/08_cleaner.ipynb #99c713ab
 def _show_static(self, split='valid', cls=None, n=None, ncols=5, by='loss', figsize=None):
     "The non-widget path: a grid Figure of the most suspicious images of `split` / class `cls`, titled with file names."
     import matplotlib.pyplot as plt
@@ -808,7 +808,7 @@ def _apply_choices(self, choices, dry_run=False):
 DatasetCleaner.show_static, DatasetCleaner.choices_template, DatasetCleaner.apply_choices = \
     _show_static, _choices_template, _apply_choices
 
-# %% ../nbs/08_cleaner.ipynb #fc538a19
+# %% ../nbs/08_cleaner.ipynb #73ad0eec
 def _standardize(X, dim=128, seed=0):
     "Features scaled to mean 0 / std 1, reduced to `dim` principal components when wider (keeps the heads fast on a CPU)."
     import torch
@@ -843,7 +843,7 @@ def oof_probs(features, targets, n_classes, k=5, dim=128, wd=1e-2, max_iter=50, 
         with torch.no_grad(): out[f.numpy()] = F.softmax(head(X[f]), -1).double().numpy()
     return out
 
-# %% ../nbs/08_cleaner.ipynb #cdf7cb75
+# %% ../nbs/08_cleaner.ipynb #aa687730
 def learner_features(learn):
     "Cached body activations {'train': (N, F), 'valid': (M, F)} of a learner (built once by precompute, then reused)."
     if hasattr(learn, '_ensure_cache'): cache = learn._ensure_cache()
@@ -877,7 +877,7 @@ def _rank_out_of_fold(self, features=None, k=5, **kwargs):
 
 DatasetCleaner._feature_rows, DatasetCleaner.rank_out_of_fold = _feature_rows, _rank_out_of_fold
 
-# %% ../nbs/08_cleaner.ipynb #f5f4d967
+# %% ../nbs/08_cleaner.ipynb #ec9e54c0
 def cosine_pairs(X, threshold=0.97, block=1024, max_pairs=1000):
     "Pairs (i, j, similarity), i < j, whose rows of `X` have cosine similarity >= `threshold`, most similar first."
     import torch
@@ -906,7 +906,7 @@ def _find_duplicates(self, threshold=0.97, features=None, max_pairs=200):
 
 DatasetCleaner.find_duplicates = _find_duplicates
 
-# %% ../nbs/08_cleaner.ipynb #400830a4
+# %% ../nbs/08_cleaner.ipynb #4af24eb0
 def inject_label_noise(root, pct=0.02, seed=0, splits=('train', 'valid')):
     "Move a seeded random `pct` of the images of folder-layout `root` to another class folder; returns their new relative paths."
     root, rng, moved = Path(root), np.random.default_rng(seed), []

@@ -7,8 +7,8 @@ __all__ = ['CACHE_FORMAT', 'KEY_CHARS', 'CHECKPOINT_SECS', 'FULL_VERIFY_BYTES', 
            'module_fingerprint', 'cache_parts', 'CacheCorrupt', 'PrecomputeAugWarning', 'warn_augs_ignored',
            'CacheLoader', 'describe_changes', 'ActivationCache']
 
-# %% ../nbs/03_precompute.ipynb #cf479b21
-import os, re, json, math, mmap, time, random, shutil, hashlib, tempfile, warnings, contextlib
+# %% ../nbs/03_precompute.ipynb #cbafd68c
+import os, re, json, math, time, random, shutil, hashlib, tempfile, warnings, contextlib
 from pathlib import Path
 import numpy as np
 import torch
@@ -16,11 +16,11 @@ from torch.utils.data import DataLoader, Subset
 from .core import default_device, progress, atomic_write_json
 from .data import default_workers
 
-# %% ../nbs/03_precompute.ipynb #c8b8acb2
+# %% ../nbs/03_precompute.ipynb #c54229d6
 try: import fcntl
 except ImportError: fcntl = None  # Windows: no build lock, builds stay atomic
 
-# %% ../nbs/03_precompute.ipynb #49d122ea
+# %% ../nbs/03_precompute.ipynb #0cc8f0ad
 CACHE_FORMAT = 1                  # bump when the layout of a cache folder changes
 KEY_CHARS = 24                    # hex digits of the key used as the folder name
 CHECKPOINT_SECS = 2.0             # how often a build records its progress (for resuming)
@@ -31,7 +31,7 @@ def cache_key(parts):
     s = json.dumps(parts, sort_keys=True, separators=(',', ':'), default=str)
     return hashlib.sha256(s.encode()).hexdigest()
 
-# %% ../nbs/03_precompute.ipynb #bc18b4e8
+# %% ../nbs/03_precompute.ipynb #dac9cb2d
 def file_manifest(fnames, root=None):
     "List of `(relpath, size, mtime_ns)` for `fnames` in order; paths relative to `root` when under it."
     prefix = os.path.abspath(root) + os.sep if root else None
@@ -45,7 +45,7 @@ def file_manifest(fnames, root=None):
         out.append((rel.replace(os.sep, '/'), st.st_size, st.st_mtime_ns))
     return out
 
-# %% ../nbs/03_precompute.ipynb #0eaf3458
+# %% ../nbs/03_precompute.ipynb #d68e8619
 def module_fingerprint(module):
     "SHA-256 of a module's structure (its repr) and, separately, of all its parameters and buffers."
     struct = re.sub(r'0x[0-9a-f]+', '0x', repr(module))   # memory addresses differ per run
@@ -55,7 +55,7 @@ def module_fingerprint(module):
         h.update(f'{k}:{v.dtype}:{tuple(v.shape)}'.encode()); h.update(v.view(torch.uint8).numpy())
     return {'structure': hashlib.sha256(struct.encode()).hexdigest()[:16], 'weights': h.hexdigest()[:16]}
 
-# %% ../nbs/03_precompute.ipynb #ebc4a0a7
+# %% ../nbs/03_precompute.ipynb #248b564b
 def _tfm_desc(ds, split):
     tfm = getattr(ds, 'tfm', None)
     if not hasattr(ds, 'fnames') or not hasattr(tfm, 'describe'):
@@ -72,7 +72,7 @@ def cache_parts(feature_fn, datasets, key_parts=None, dtype='float16', n_augs=0,
             'module': module_fingerprint(feature_fn), 'dtype': str(dtype), 'n_augs': int(n_augs), 'aug': aug,
             'splits': splits}
 
-# %% ../nbs/03_precompute.ipynb #91c65ae2
+# %% ../nbs/03_precompute.ipynb #957e6e0c
 def _digest(path, quick=False, block=2**20):
     "SHA-256 of a file's bytes; with `quick`, of 16 evenly spaced `block`-byte pieces (all of it when small)."
     size = os.path.getsize(path)
@@ -85,7 +85,7 @@ def _digest(path, quick=False, block=2**20):
 class CacheCorrupt(Exception):
     "A cache folder that does not match its manifest."
 
-# %% ../nbs/03_precompute.ipynb #028dbea2
+# %% ../nbs/03_precompute.ipynb #2f51cf9d
 def _npy_offset(path):
     with open(path, 'rb') as f:
         v = np.lib.format.read_magic(f)
@@ -117,7 +117,7 @@ class _MemStore:
     def sync(self): pass
     def close(self): pass
 
-# %% ../nbs/03_precompute.ipynb #a8b297ec
+# %% ../nbs/03_precompute.ipynb #8ddc1185
 def _run_jobs(feature_fn, jobs, done, make_store, bs, num_workers, device, tdtype, checkpoint=None):
     "Compute the rows of every job not yet `done`; `make_store(F)` is called once the feature width F is known."
     todo = [(j, done.get(j[0], 0)) for j in jobs if done.get(j[0], 0) < len(j[1])]
@@ -141,7 +141,7 @@ def _run_jobs(feature_fn, jobs, done, make_store, bs, num_workers, device, tdtyp
         if checkpoint and time.monotonic() - last >= CHECKPOINT_SECS: checkpoint(store); last = time.monotonic()
     return store
 
-# %% ../nbs/03_precompute.ipynb #6f49df07
+# %% ../nbs/03_precompute.ipynb #8b36c665
 class PrecomputeAugWarning(UserWarning):
     "Data augmentation is configured, but the precomputed activations bypass it."
 
@@ -170,15 +170,26 @@ class _SeededView(torch.utils.data.Dataset):
             try: return self.ds[i]
             finally: random.setstate(py); np.random.set_state(npy)
 
-# %% ../nbs/03_precompute.ipynb #94fca6a8
-_RELEASE_BYTES = 64 * 2**20
+# %% ../nbs/03_precompute.ipynb #65491918
+def _read_rows(fd, base, rows, width, dtype):
+    "Rows `rows` (any order) of a row-major (., width) array stored from byte `base` of file `fd`, read with preadv."
+    dtype = np.dtype(dtype); row_bytes = width * dtype.itemsize
+    order = np.argsort(rows, kind='stable'); srt = rows[order]
+    buf = np.empty((len(rows), width), dtype)
+    cuts = np.flatnonzero(np.diff(srt) != 1) + 1          # runs of consecutive rows: one read each
+    for s, e in zip(np.r_[0, cuts], np.r_[cuts, len(srt)]):
+        mv, off = memoryview(buf[s:e]).cast('B'), base + int(srt[s]) * row_bytes
+        while mv:
+            n = os.preadv(fd, [mv], off) if hasattr(os, 'preadv') else _pread_into(fd, mv, off)
+            if n == 0: raise CacheCorrupt(f'cached file is shorter than its rows (at byte {off})')
+            mv, off = mv[n:], off + n
+    out = np.empty_like(buf); out[order] = buf
+    return out
 
-def _release(arr):
-    "Let the kernel drop the pages of `arr`'s memory map from our RSS (they stay in the page cache)."
-    mm = getattr(arr, '_mmap', None)
-    if mm is not None and hasattr(mm, 'madvise') and hasattr(mmap, 'MADV_DONTNEED'):
-        with contextlib.suppress(OSError, ValueError): mm.madvise(mmap.MADV_DONTNEED)
+def _pread_into(fd, mv, off):
+    b = os.pread(fd, len(mv), off); mv[:len(b)] = b; return len(b)
 
+# %% ../nbs/03_precompute.ipynb #8988319a
 class CacheLoader:
     "Batches `(x float32 tensor, y tensor)` read from cached features; `views` picks one augmented view per row."
     def __init__(self, arr, y, bs=64, shuffle=False, views=None, drop_last=False):
@@ -187,18 +198,19 @@ class CacheLoader:
     def __len__(self): return self.n // self.bs if self.drop_last else math.ceil(self.n / self.bs)
     def __iter__(self):
         idx = torch.randperm(self.n).numpy() if self.shuffle else np.arange(self.n)
-        read = 0
-        for b in range(len(self)):
-            ii = idx[b * self.bs:(b + 1) * self.bs]
-            if self.views is not None: x = self.arr[self.views[ii], ii]
-            elif self.shuffle: x = self.arr[ii]
-            else: x = self.arr[ii[0]:ii[-1] + 1]
-            read += x.nbytes
-            if read > _RELEASE_BYTES: _release(self.arr); read = 0
-            yield torch.from_numpy(np.asarray(x, dtype=np.float32)), torch.from_numpy(self.y[ii])
-        _release(self.arr)
+        a, width = self.arr, self.arr.shape[-1]
+        on_disk = isinstance(a, np.memmap) and a.filename is not None
+        fd = os.open(a.filename, os.O_RDONLY) if on_disk else None
+        try:
+            for b in range(len(self)):
+                ii = idx[b * self.bs:(b + 1) * self.bs]
+                rows = ii if self.views is None else self.views[ii] * self.n + ii   # (K, N, F) flattened to rows
+                x = _read_rows(fd, a.offset, rows, width, a.dtype) if on_disk else a.reshape(-1, width)[rows]
+                yield torch.from_numpy(x.astype(np.float32)), torch.from_numpy(self.y[ii])
+        finally:
+            if fd is not None: os.close(fd)
 
-# %% ../nbs/03_precompute.ipynb #285aefb3
+# %% ../nbs/03_precompute.ipynb #49be708d
 def _short(v, n=12):
     s = json.dumps(v, default=str) if not isinstance(v, str) else v
     return s if len(s) <= n + 6 else s[:n] + '…'
@@ -246,7 +258,7 @@ def describe_changes(old, new):
     if old['aug'] != new['aug'] and old['n_augs'] == new['n_augs']: add('augmentation changed')
     return out or ['no difference in the recorded parts']
 
-# %% ../nbs/03_precompute.ipynb #d2917ba6
+# %% ../nbs/03_precompute.ipynb #9a7be806
 def _not_writable(d):
     "None if we can create files in folder `d` (creating it if needed), else the error."
     try:
@@ -299,7 +311,7 @@ def _open_dir(folder, key, n_rows, full=None):
     if probs := _check(folder, m, full): raise CacheCorrupt(f"{folder}: {'; '.join(probs)}")
     return m
 
-# %% ../nbs/03_precompute.ipynb #6264d7fc
+# %% ../nbs/03_precompute.ipynb #3bf9ab1f
 def _plan(datasets, n_augs, aug_ds, seed):
     "Jobs `(name, dataset, file, first row in file)` and a function giving each file's shape for feature width F."
     jobs = [(s, ds, s, 0) for s, ds in datasets.items()]
@@ -321,7 +333,7 @@ def _trash(folder):
     t = folder.parent/f'.trash-{folder.name}-{os.getpid()}-{time.monotonic_ns()}'
     os.rename(folder, t); shutil.rmtree(t, ignore_errors=True)
 
-# %% ../nbs/03_precompute.ipynb #6fb50b1e
+# %% ../nbs/03_precompute.ipynb #45c35c92
 def _build_on_disk(run, parts, key, cache_dir, shapes, n_rows):
     "Build (or resume) the cache of `key` in `cache_dir/.partial-<key>`, rename it into place; return (manifest, resumed)."
     name = key[:KEY_CHARS]; final, partial = cache_dir/name, cache_dir/f'.partial-{name}'
@@ -366,7 +378,7 @@ def _build_in_memory(run, parts, key, shapes):
     st = make_store(0); F = next(iter(st.arrays.values())).shape[-1]
     return _manifest(key, parts, shapes(F), None, time.monotonic() - t0), st.arrays
 
-# %% ../nbs/03_precompute.ipynb #0fae285a
+# %% ../nbs/03_precompute.ipynb #7f9d5865
 def _update_index(cache_dir, name, root):
     "Record that cache `name` (for dataset `root`) was just used; return the name of the previous one for that root."
     p = Path(cache_dir)/'index.json'
@@ -392,7 +404,7 @@ def _common_root(datasets):
     if not fns: raise ValueError("precompute: every dataset is empty")
     return Path(os.path.commonpath(fns)) if len(set(fns)) > 1 else Path(fns[0]).parent
 
-# %% ../nbs/03_precompute.ipynb #27896f5e
+# %% ../nbs/03_precompute.ipynb #63698556
 def _build_or_open(cls, feature_fn, datasets, key_parts=None, cache_dir=None, dtype='float16', n_augs=0, aug_ds=None,
                    device=None, bs=128, num_workers=None, root=None, seed=0, build=True):
     datasets = {s: ds for s, ds in datasets.items() if ds is not None}
@@ -442,7 +454,7 @@ def _build_or_open(cls, feature_fn, datasets, key_parts=None, cache_dir=None, dt
     if prev := _update_index(cache_dir, final.name, root): cache.changes = _changes_since(cache_dir, prev, parts)
     return cache
 
-# %% ../nbs/03_precompute.ipynb #87fc9121
+# %% ../nbs/03_precompute.ipynb #53f00a38
 class ActivationCache:
     "Pooled body activations for each split, stored in a keyed folder of memory-mapped `.npy` files."
     def __init__(self, path, manifest, targets, arrays=None, status='reused', changes=(), seed=0):

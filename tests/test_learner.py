@@ -52,6 +52,9 @@ AUGS = lambda sz: [v2.RandomHorizontalFlip(), v2.RandomResizedCrop(sz, scale=(0.
 def _quiet(monkeypatch): monkeypatch.setenv('LESSONLIB_QUIET', '1')
 
 
+pytestmark = pytest.mark.filterwarnings('ignore:Data augmentation has no effect')
+
+
 @pytest.fixture(scope='module')
 def root(tmp_path_factory): return make_images(tmp_path_factory.mktemp('colors') / 'data')
 
@@ -374,6 +377,8 @@ def test_multi_label(root, tmp_path):
 
 # ---------------------------------------------------------------- precompute
 def test_precompute_integration(root, tmp_path):
+    import lessonlib.precompute
+    lessonlib.precompute._AUG_WARNED.clear()                            # it warns once per transform and process
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter('always')
         learn = get_learn(root, tmp_path, precompute=True)

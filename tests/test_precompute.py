@@ -364,3 +364,26 @@ def test_empty_split_and_device_names(root, tmp_path):
     eq(len(c.loader('test', bs=4)), 0)
     eq(build(root, tmp_path/'c', dss=dss).status, 'reused')
     fails(lambda: build(root, tmp_path/'c', dss=dss, device='meta'), contains='move it there first')
+
+def _rss_file_kb():
+    return int(next(l for l in open('/proc/self/status') if l.startswith('RssFile')).split()[1])
+
+@pytest.mark.skipif(not Path('/proc/self/status').exists(), reason='needs Linux /proc')
+def test_loader_memory_stays_flat(tmp_path):
+    "A shuffled epoch over a 48 MB cached file must not pull the file into our RSS (a memory map would)."
+    a = np.lib.format.open_memmap(tmp_path/'f.npy', 'w+', np.float16, (9600, 2560)); a[:] = 1; a.flush(); del a
+    mm = np.load(tmp_path/'f.npy', mmap_mode='r')
+    before, peak = _rss_file_kb(), 0
+    for xb, yb in CacheLoader(mm, np.arange(9600), bs=64, shuffle=True):
+        peak = max(peak, _rss_file_kb())
+    assert peak - before < 8 * 1024, (before, peak)          # < 8 MB, for 48 MB read
+    eq(float(xb.sum()), xb.numel())
+
+def test_aug_rows_from_file_match_memory(root, tmp_path):
+    dss = datasets(root)
+    c = build(root, tmp_path/'c', dss=dss, n_augs=2, aug_ds=aug_ds(dss))
+    a = np.asarray(c.aug_features())
+    for e in range(2):
+        xf = torch.cat([x for x, _ in c.loader('train', bs=5, shuffle=False, epoch=e, aug=True)])
+        xm = torch.cat([x for x, _ in CacheLoader(a, dss['train'].y, 5, False, c.views(e))])
+        eq(xf, xm); eq(xf.numpy(), a[c.views(e), np.arange(a.shape[1])].astype(np.float32))
