@@ -7,21 +7,21 @@ EfficientNet-Lite0 body (ImageNet weights), batch size 64, at each size in --siz
   training images already decoded into tensors: pure compute, no data loading;
 - `bare_loader`: the same body over the same images read through the same DataLoader the learner uses (decoding +
   resizing included): "a bare torch inference pass over the same images";
-- `frozen_train`: one training epoch of `ConvLearner` with the body frozen (lessonlib's default: frozen BatchNorm,
-  body under no_grad) - the loop of `fit` without validation - and `frozen_epoch_fit`: the whole `fit(1e-2, 1)`
-  (training + validation on 1,000 images), whose valid accuracy is `valid_acc_frozen`;
-- `frozen_train_bn`: the same with `train_bn=True` (fastai's choice: BatchNorm trains, so the backward pass runs
-  through the whole body), and its valid accuracy after `fit(1e-2, 1)`;
-- `finetune_train`: one training epoch with the whole network unfrozen.
+- `frozen_epoch_fit`: `learn.fit(1e-2, 1)` with the body frozen (lessonlib's default: frozen BatchNorm, body under
+  no_grad), training + validation on 1,000 images; `frozen_train`: its training part (the fit minus a separately
+  timed `validate()`); `valid_acc_frozen`: the valid accuracy after that fit;
+- `frozen_train_bn` / `frozen_epoch_fit_train_bn` / `valid_acc_frozen_train_bn`: the same with `train_bn=True`
+  (fastai's choice: BatchNorm trains, so the backward pass runs through the whole body);
+- `finetune_train`: one training epoch (or its first --finetune-batches batches) with the whole network unfrozen.
 
 Images/s use wall time; CPU seconds (this process plus DataLoader workers) are given too, because on a machine
 shared with other jobs the wall clock partly measures the neighbours. No augmentation in the training transform,
 so the only difference between a frozen epoch and the bare pass is the training work. Ratio goal (issue #3): a
 frozen-body epoch at most 2x the bare inference pass, i.e. `frozen_train_vs_bare_loader` <= 2.
 
-Usage: python bench/learner.py [--sizes 64 128] [--skip-finetune] [--n-train N]
+Usage: python bench/learner.py [--sizes 64 128] [--skip-finetune] [--finetune-batches N] [--n-train N] [--threads T]
 """
-import os, sys, json, time, argparse, resource
+import os, sys, json, time, argparse, resource, contextlib
 os.environ.setdefault('LESSONLIB_QUIET', '1')
 import numpy as np
 import torch
@@ -55,20 +55,34 @@ def get_data(sz, n_train=None):
 
 
 def warm(learn, n=3):
-    "A few batches first: oneDNN builds its kernels for each new shape on the first call."
-    opt = learn.make_opt(1e-6)
+    "A few training batches first (oneDNN builds its kernels for each new shape), then put everything back exactly."
+    snap = learn.state_snapshot()
+    opt = learn.make_opt(1e-3)
     for i, (xb, yb) in enumerate(learn.train_batches()):
         learn.loss_batch(xb, yb, opt)
         if i + 1 >= n: break
+    learn.restore(snap)
 
 
-def train_epoch(learn, lr=1e-2):
-    "One epoch of the training loop of `fit` (no validation)."
-    opt = learn.make_opt(lr)
+def train_epoch(learn, lr=1e-2, max_batches=None):
+    "The training loop of `fit` for one epoch (or its first `max_batches`), no validation; returns (Timer, n_images)."
+    opt, n = learn.make_opt(lr), 0
     with Timer() as t:
-        for xb, yb in learn.train_batches(): learn.loss_batch(xb, yb, opt)
+        for i, (xb, yb) in enumerate(learn.train_batches()):
+            learn.loss_batch(xb, yb, opt); n += len(xb)
+            if max_batches and i + 1 >= max_batches: break
     learn.model.eval()
-    return t
+    return t, n
+
+
+def timed_fit(learn, n):
+    "`fit(1e-2, 1)`: the whole epoch, the validation part (timed again on its own) and the training part."
+    set_seed(1)
+    with contextlib.redirect_stdout(sys.stderr), Timer() as t_fit: learn.fit(1e-2, 1)
+    with Timer() as t_val: learn.validate()
+    train = {'images_per_s': round(n / (t_fit.wall - t_val.wall), 1), 'wall_s': round(t_fit.wall - t_val.wall, 2),
+             'cpu_s': round(t_fit.cpu_s - t_val.cpu_s, 2)}
+    return train, {**t_fit.res(n), 'includes': 'train + validation'}, round(learn.sched.val_results[-1]['accuracy'], 4)
 
 
 def bare_passes(learn, data):
@@ -83,7 +97,7 @@ def bare_passes(learn, data):
     return t_tensors, t_loader
 
 
-def bench_size(sz, skip_finetune=False, n_train=None):
+def bench_size(sz, skip_finetune=False, n_train=None, finetune_batches=None):
     data = get_data(sz, n_train)
     n = len(data.trn_ds)
     out = {'sz': sz, 'n_train': n, 'n_valid': len(data.val_ds), 'bs': BS}
@@ -92,34 +106,24 @@ def bench_size(sz, skip_finetune=False, n_train=None):
     warm(learn)
     t_tensors, t_loader = bare_passes(learn, data)
     out['bare_tensors'], out['bare_loader'] = t_tensors.res(n), t_loader.res(n)
-    out['frozen_train'] = train_epoch(learn).res(n)
+    out['frozen_train'], out['frozen_epoch_fit'], out['valid_acc_frozen'] = timed_fit(learn, n)
 
     set_seed(0)
-    learn = ConvLearner.pretrained('efficientnet_lite0', data)
-    with Timer() as t:
-        learn.fit(1e-2, 1)
-    out['frozen_epoch_fit'] = {**t.res(n), 'includes': 'train + validation'}
-    out['valid_acc_frozen'] = round(learn.sched.val_results[-1]['accuracy'], 4)
-
-    set_seed(0)
-    learn = ConvLearner.pretrained('efficientnet_lite0', data, train_bn=True)
-    warm(learn)
-    out['frozen_train_bn'] = train_epoch(learn).res(n)
-    set_seed(0)
-    learn = ConvLearner.pretrained('efficientnet_lite0', data, train_bn=True)
-    learn.fit(1e-2, 1)
-    out['valid_acc_frozen_train_bn'] = round(learn.sched.val_results[-1]['accuracy'], 4)
+    learn_bn = ConvLearner.pretrained('efficientnet_lite0', data, train_bn=True)
+    warm(learn_bn)
+    out['frozen_train_bn'], out['frozen_epoch_fit_train_bn'], out['valid_acc_frozen_train_bn'] = timed_fit(learn_bn, n)
 
     if not skip_finetune:
         learn.unfreeze()
         warm(learn)
-        out['finetune_train'] = train_epoch(learn, lr=1e-4).res(n)
+        t, n_ft = train_epoch(learn, lr=1e-4, max_batches=finetune_batches)
+        out['finetune_train'] = {**t.res(n_ft), 'images': n_ft}
 
     bare = out['bare_loader']['images_per_s']
     out['frozen_train_vs_bare_loader'] = round(bare / out['frozen_train']['images_per_s'], 2)
     out['frozen_train_vs_bare_tensors'] = round(out['bare_tensors']['images_per_s'] / out['frozen_train']['images_per_s'], 2)
+    out['frozen_train_cpu_vs_bare_loader_cpu'] = round(out['frozen_train']['cpu_s'] / out['bare_loader']['cpu_s'], 2)
     out['frozen_train_bn_vs_bare_loader'] = round(bare / out['frozen_train_bn']['images_per_s'], 2)
-    out['frozen_cpu_vs_bare_loader_cpu'] = round(out['frozen_train']['cpu_s'] / out['bare_loader']['cpu_s'], 2)
     if 'finetune_train' in out: out['finetune_train_vs_bare_loader'] = round(bare / out['finetune_train']['images_per_s'], 2)
     return out
 
@@ -129,13 +133,16 @@ def main(argv=None):
     ap.add_argument('--sizes', type=int, nargs='+', default=[64, 128])
     ap.add_argument('--skip-finetune', action='store_true')
     ap.add_argument('--n-train', type=int, default=None, help='use a subset of the training images (quick runs)')
+    ap.add_argument('--finetune-batches', type=int, default=None, help='time only the first N batches of the fine-tune epoch')
+    ap.add_argument('--threads', type=int, default=None, help='torch.set_num_threads (default: torch decides)')
     a = ap.parse_args(argv)
+    if a.threads: torch.set_num_threads(a.threads)
     t0 = time.perf_counter()
     res = {'benchmark': 'lessonlib.learner', 'torch': torch.__version__, 'threads': torch.get_num_threads(),
            'cpus': os.cpu_count(), 'device': 'cpu' if not torch.cuda.is_available() else torch.cuda.get_device_name(),
            'loadavg_start': [round(x, 2) for x in os.getloadavg()],
            'goal': 'frozen_train_vs_bare_loader <= 2',
-           'sizes': [bench_size(sz, a.skip_finetune, a.n_train) for sz in a.sizes]}
+           'sizes': [bench_size(sz, a.skip_finetune, a.n_train, a.finetune_batches) for sz in a.sizes]}
     res['loadavg_end'] = [round(x, 2) for x in os.getloadavg()]
     res['total_s'] = round(time.perf_counter() - t0, 1)
     print(json.dumps(res, indent=2))

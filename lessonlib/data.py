@@ -5,30 +5,30 @@
 # %% auto #0
 __all__ = ['CLASSES', 'FASHION_URL', 'FASHION_SHA256', 'DEBIAN_FASHION', 'data_root', 'read_idx', 'file_sha256', 'download_url',
            'fashion_mnist_arrays', 'get_dataset', 'to_rgb', 'open_image', 'ImageTransform', 'image_problem',
-           'ImageDataset', 'collate', 'default_workers', 'ImageData', 'image_sizes', 'get_cv_idxs']
+           'ImageDataset', 'collate', 'Loader', 'default_workers', 'ImageData', 'image_sizes', 'get_cv_idxs']
 
-# %% ../nbs/00_data.ipynb #caa4046d
+# %% ../nbs/00_data.ipynb #cbafd68c
 import os, re, csv, gzip, copy, json, shutil, hashlib, tempfile, warnings, urllib.request
 from collections import Counter
 from pathlib import Path
 from importlib import resources
 import numpy as np
 import torch
-from torch.utils.data import Dataset, DataLoader, default_collate
+from torch.utils.data import Dataset, DataLoader
 import torchvision.transforms.v2 as v2
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
 from .core import progress, atomic_write
 
-# %% ../nbs/00_data.ipynb #cf5a4cc9
+# %% ../nbs/00_data.ipynb #8164aaa3
 CLASSES = ['T-shirt', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle-boot']
 
-# %% ../nbs/00_data.ipynb #763cf1ae
+# %% ../nbs/00_data.ipynb #4c170d89
 def data_root():
     "The cache root for datasets: `$LESSONLIB_DATA` if set, else `~/.lessonlib/data`."
     return Path(os.environ.get('LESSONLIB_DATA') or Path.home()/'.lessonlib'/'data').expanduser()
 
-# %% ../nbs/00_data.ipynb #73c8aaea
+# %% ../nbs/00_data.ipynb #0a80719c
 def _build_atomically(out, build):
     "Run `build(tmp)` in a fresh temporary folder beside `out`, then rename it to `out` in one step."
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -52,7 +52,7 @@ def _pid_alive(pid):
     except PermissionError: return True
     return True
 
-# %% ../nbs/00_data.ipynb #15814548
+# %% ../nbs/00_data.ipynb #0cc8f0ad
 def _write_pngs(folder, x, y, ids, classes, flat=False, desc=None):
     "Write each image `x[i]` as `folder/<class>/<id>.png` (or `folder/<id>.png` when `flat`)."
     folder = Path(folder)
@@ -71,7 +71,7 @@ def _load_sample():
     with resources.as_file(resources.files('lessonlib')/'assets'/'fashion_sample.npz') as f, np.load(f) as d:
         return {k: d[k] for k in d.files}
 
-# %% ../nbs/00_data.ipynb #1df605d7
+# %% ../nbs/00_data.ipynb #8fc3b782
 def read_idx(path):
     "Read one IDX file of unsigned bytes (optionally gzipped) into a numpy array."
     path = Path(path)
@@ -87,7 +87,7 @@ def read_idx(path):
         raise ValueError(f'{path}: header says shape {shape} but the file holds {len(raw)-4-4*nd} bytes (truncated?)')
     return np.frombuffer(raw, dtype=np.uint8, offset=4+4*nd).reshape(shape)
 
-# %% ../nbs/00_data.ipynb #efefd7dc
+# %% ../nbs/00_data.ipynb #dac9cb2d
 FASHION_URL = 'http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/'
 FASHION_SHA256 = {  # the official .gz files, as published (same hashes as torchvision/TFDS use)
     'train-images-idx3-ubyte.gz': '3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84',
@@ -116,7 +116,7 @@ def download_url(url, dest, sha256=None):
                              f'or not the official file, so it was not kept')
     return dest
 
-# %% ../nbs/00_data.ipynb #33d4f325
+# %% ../nbs/00_data.ipynb #4bcd7c17
 def _idx_file(folder, stem):
     for name in (f'{stem}.gz', stem):
         if (folder/name).is_file(): return folder/name
@@ -142,7 +142,7 @@ def fashion_mnist_arrays(src=None, download_dir=None):
             raise ValueError(f'{folder}: the {split} images {x.shape} and labels {y.shape} do not match Fashion-MNIST')
     return tuple(arrs)
 
-# %% ../nbs/00_data.ipynb #34a7135c
+# %% ../nbs/00_data.ipynb #704d08c6
 def _build_sample(tmp, src=None):
     d = _load_sample()
     _write_pngs(tmp/'train', d['x_train'], d['y_train'], d['idx_train'], CLASSES, desc='train')
@@ -165,7 +165,7 @@ def _build_full(tmp, src=None):
 
 _BUILDERS = {'fashion-sample': _build_sample, 'fashion-mnist': _build_full, 'fashion-sample-csv': _build_sample_csv}
 
-# %% ../nbs/00_data.ipynb #00cb283f
+# %% ../nbs/00_data.ipynb #d68e8619
 def get_dataset(name, dest=None, src=None):
     "Materialize the dataset `name` once under `dest` (default `data_root()`) and return its folder."
     if name not in _BUILDERS: raise ValueError(f'name={name!r}: unknown dataset; choose one of {sorted(_BUILDERS)}')
@@ -173,7 +173,7 @@ def get_dataset(name, dest=None, src=None):
     if out.is_dir(): return out
     return _build_atomically(out, lambda tmp: _BUILDERS[name](tmp, src))
 
-# %% ../nbs/00_data.ipynb #29fa1d9c
+# %% ../nbs/00_data.ipynb #4c1dead7
 def to_rgb(img):
     "Convert a PIL image of any mode to RGB (alpha over white; 16/32-bit grey scaled to 0-255)."
     if img.mode == 'RGB': return img
@@ -197,7 +197,7 @@ def _open(path, draft=None):
         img.load()
         return img if img.mode in ('RGB', 'L') else to_rgb(img)
 
-# %% ../nbs/00_data.ipynb #b849dcf7
+# %% ../nbs/00_data.ipynb #43a473b0
 _PIL_AUGS = tuple(getattr(v2, n) for n in (
     'RandomHorizontalFlip', 'RandomVerticalFlip', 'RandomRotation', 'RandomAffine', 'RandomResizedCrop', 'RandomCrop',
     'CenterCrop', 'Resize', 'RandomPerspective', 'ColorJitter', 'RandomGrayscale', 'GaussianBlur', 'RandomAutocontrast',
@@ -210,7 +210,27 @@ def _pil_ok(aug):
     if isinstance(aug, _CONTAINERS): return all(_pil_ok(t) for t in aug.transforms)
     return type(aug) in _PIL_AUGS or getattr(aug, 'supports_pil', False)
 
-# %% ../nbs/00_data.ipynb #93d44938
+_PIL_RESAMPLE = {v2.InterpolationMode.NEAREST: Image.NEAREST, v2.InterpolationMode.BILINEAR: Image.BILINEAR,
+                 v2.InterpolationMode.BICUBIC: Image.BICUBIC}
+
+def _pil_fill(fill, img):
+    "torchvision's fill value for a PIL image: an int for grey, one int per channel otherwise."
+    fill = int(fill or 0)
+    return fill if len(img.getbands()) == 1 else (fill,) * len(img.getbands())
+
+def _apply_pil(aug, img):
+    "`aug(img)` for a PIL image; flips and plain rotations call PIL directly, drawing the same random numbers as torchvision."
+    t = type(aug)
+    if t is v2.RandomHorizontalFlip or t is v2.RandomVerticalFlip:
+        if torch.rand(1) >= aug.p: return img
+        return img.transpose(Image.FLIP_LEFT_RIGHT if t is v2.RandomHorizontalFlip else Image.FLIP_TOP_BOTTOM)
+    if (t is v2.RandomRotation and aug.center is None and isinstance(aug.fill, (int, float, type(None)))
+            and aug.interpolation in _PIL_RESAMPLE):
+        angle = torch.empty(1).uniform_(aug.degrees[0], aug.degrees[1]).item()
+        return img.rotate(angle, _PIL_RESAMPLE[aug.interpolation], aug.expand, fillcolor=_pil_fill(aug.fill, img))
+    return aug(img)
+
+# %% ../nbs/00_data.ipynb #8ddc1185
 class ImageTransform:
     "Turn an RGB PIL image into a normalized float tensor (3, sz, sz): resize, augment, scale, normalize."
     def __init__(self, sz, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), augs=None):
@@ -223,29 +243,32 @@ class ImageTransform:
         self._m, self._s = torch.tensor(mean).view(3, 1, 1), torch.tensor(std).view(3, 1, 1)
         self._scale = (1 / (255 * np.array(std, np.float32))).reshape(3, 1, 1)
         self._shift = (-np.array(mean, np.float32) / np.array(std, np.float32)).reshape(3, 1, 1)
-        self._lut = np.arange(256, dtype=np.float32)[None] * self._scale[:, 0] + self._shift[:, 0]
 
     @property
     def is_aug(self): return len(self.augs) > 0
 
     def __call__(self, img):
+        "The normalized float tensor (3, sz, sz) of one image (a PIL image or a path)."
+        return self.normalize(self.encode(img)[None])[0]
+
+    def encode(self, img):
+        "Resize and augment one image into a `uint8` tensor (1 or 3, sz, sz), ready for `normalize`."
         if not isinstance(img, Image.Image): img = _open(img, draft=self.sz)
         n_pil = next((i for i, a in enumerate(self.augs) if not _pil_ok(a)), len(self.augs))
         if img.mode != 'RGB' and (img.mode != 'L' or n_pil < len(self.augs)): img = to_rgb(img)
         if img.size != (self.sz, self.sz): img = img.resize((self.sz, self.sz), Image.BILINEAR)
-        for aug in self.augs[:n_pil]: img = aug(img)
-        if n_pil == len(self.augs): return self._normalize_pil(img)
-        x = TF.pil_to_tensor(img)
-        for aug in self.augs[n_pil:]: x = aug(x)
-        x = x.float().div_(255) if x.dtype == torch.uint8 else x.float()
-        return x.sub_(self._m).div_(self._s)
-
-    def _normalize_pil(self, img):
-        "(x/255 - mean)/std straight from a PIL image with numpy; a grey image becomes three equal channels."
+        for aug in self.augs[:n_pil]: img = _apply_pil(aug, img)
         if img.mode not in ('RGB', 'L'): img = to_rgb(img)
-        if img.mode == 'L': return torch.from_numpy(np.asarray(img, dtype=np.float32)[None] * self._scale + self._shift)
-        a, out = np.asarray(img), np.empty((3, img.height, img.width), np.float32)
-        for c in range(3): np.take(self._lut[c], a[..., c], out=out[c])   # a lookup table: 256 values per channel
+        a = np.array(img)                                  # a writable copy of the pixels
+        x = torch.from_numpy(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
+        for aug in self.augs[n_pil:]: x = aug(x)
+        return x if x.dtype == torch.uint8 else x.float().sub(self._m).div(self._s)   # a float aug: normalized here
+
+    def normalize(self, xb):
+        "A batch from `encode`, `uint8` (B, 1 or 3, H, W), as normalized floats (B, 3, H, W); float batches pass through."
+        if xb.dtype != torch.uint8: return xb
+        out = np.multiply(xb.numpy(), self._scale[None], dtype=np.float32)   # v/(255 std): grey broadcasts to 3 channels
+        out += self._shift[None]                                             # - mean/std
         return torch.from_numpy(out)
 
     def describe(self):
@@ -258,13 +281,22 @@ class ImageTransform:
         return (x * self._s + self._m).clamp(0, 1).movedim(-3, -1).numpy()
 
     def with_sz(self, sz):
-        "A copy of this transform at another size."
-        return ImageTransform(sz, self.mean, self.std, self.augs)
+        "A copy of this transform at another size; augmentations that crop to a size (e.g. a random zoom) follow."
+        return ImageTransform(sz, self.mean, self.std, [_aug_at_sz(a, sz) for a in self.augs])
 
     def __repr__(self):
         return f'ImageTransform(sz={self.sz}, mean={self.mean}, std={self.std}, augs={self.augs})'
 
-# %% ../nbs/00_data.ipynb #6b4342f6
+# %% ../nbs/00_data.ipynb #b8208cda
+def _aug_at_sz(aug, sz):
+    "`aug` producing `sz`x`sz` images when it has an output size (crops, resizes), else `aug` itself."
+    if isinstance(aug, _CONTAINERS):
+        aug = copy.copy(aug); aug.transforms = [_aug_at_sz(t, sz) for t in aug.transforms]; return aug
+    if isinstance(getattr(aug, 'size', None), (list, tuple)) and len(aug.size) == 2:
+        aug = copy.copy(aug); aug.size = [int(sz), int(sz)]
+    return aug
+
+# %% ../nbs/00_data.ipynb #87e8d571
 def image_problem(path):
     "Why the file at `path` cannot be used as an image (a short reason), or None when it looks fine."
     try:
@@ -284,7 +316,7 @@ def image_problem(path):
 
 _IMAGE_MAGIC = (b'\x89PNG', b'\xff\xd8', b'GIF8', b'BM', b'II*\0', b'MM\0*', b'RIFF')
 
-# %% ../nbs/00_data.ipynb #b90dbd25
+# %% ../nbs/00_data.ipynb #aac9a73e
 _WARNED = set()
 
 class ImageDataset(Dataset):
@@ -326,7 +358,13 @@ class ImageDataset(Dataset):
             self._y_src, self._y_t = self.y, torch.from_numpy(np.ascontiguousarray(self.y))
         return self._y_t[i].clone()
 
-    def __getitem__(self, i):
+    def __getitem__(self, i): return self._get(i, self.tfm)
+
+    def encoded(self):
+        "A view of this dataset whose items are `(tfm.encode(image), y)`: `uint8` tensors, for fast data loaders."
+        return _Encoded(self)
+
+    def _get(self, i, fn):
         n = len(self)
         for k in range(min(n, 20)):
             j = (i + k) % n
@@ -334,9 +372,9 @@ class ImageDataset(Dataset):
             except Exception as e:
                 if str(self.fnames[j]) not in _WARNED:
                     _WARNED.add(str(self.fnames[j]))
-                    warnings.warn(f'could not read {self.fnames[j]} ({e}); using the next image instead', stacklevel=2)
+                    warnings.warn(f'could not read {self.fnames[j]} ({e}); using the next image instead', stacklevel=3)
                 continue
-            return self.tfm(img), self._target(j)
+            return fn(img), self._target(j)
         raise RuntimeError(f'could not read {min(n, 20)} images in a row starting at {self.fnames[i]}: '
                            'did the dataset folder move or get deleted?')
 
@@ -349,12 +387,29 @@ class ImageDataset(Dataset):
         kind = 'multi-label' if self.is_multi else 'single-label'
         return f'ImageDataset({len(self)} images, {self.c} classes, {kind}, {self.tfm})'
 
-# %% ../nbs/00_data.ipynb #0884988d
+class _Encoded(Dataset):
+    "The items of an `ImageDataset` as `uint8` tensors (see `ImageDataset.encoded`)."
+    def __init__(self, ds): self.ds = ds
+    def __len__(self): return len(self.ds)
+    def __getitem__(self, i): return self.ds._get(i, self.ds.tfm.encode)
+
+# %% ../nbs/00_data.ipynb #ec12d677
 def collate(batch):
-    "Stack `(x, y)` pairs into a batch; in the main process with NumPy (one thread: no OpenMP spinning on a busy CPU)."
-    if torch.utils.data.get_worker_info() is not None: return default_collate(batch)  # workers: straight to shared memory
+    "Stack `(x, y)` pairs into a batch with NumPy (one thread: no OpenMP spinning on a busy CPU); grey joins colour as 3 channels."
     xs, ys = zip(*batch)
+    if len({x.shape for x in xs}) > 1: xs = [x.expand(3, *x.shape[1:]) if x.shape[0] == 1 else x for x in xs]
     return torch.from_numpy(np.stack([x.numpy() for x in xs])), torch.from_numpy(np.stack([y.numpy() for y in ys]))
+
+class Loader:
+    "A DataLoader of `uint8` batches that are normalized in the main process: iterate for `(x, y)` float batches."
+    def __init__(self, dl, tfm): self.dl, self.tfm = dl, tfm
+    def __len__(self): return len(self.dl)
+    def __iter__(self):
+        for xb, yb in self.dl: yield self.tfm.normalize(xb), yb
+    def __getattr__(self, name):                    # batch_size, num_workers, dataset… come from the DataLoader
+        if name == 'dl': raise AttributeError(name)
+        return getattr(self.dl, name)
+    def __repr__(self): return f'Loader({len(self)} batches of {self.dl.batch_size}, {self.dl.num_workers} workers, {self.tfm})'
 
 def default_workers(n_items):
     "How many DataLoader worker processes to use for `n_items` images (`$LESSONLIB_NUM_WORKERS` overrides)."
@@ -363,7 +418,7 @@ def default_workers(n_items):
     if n_items < 1024: return 0                    # starting workers would cost more than they save
     return min(2, len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1)
 
-# %% ../nbs/00_data.ipynb #400eba41
+# %% ../nbs/00_data.ipynb #88a25720
 def _check_root(path):
     path = Path(path).expanduser()
     if not path.exists(): raise FileNotFoundError(f'path={str(path)!r} does not exist')
@@ -410,7 +465,7 @@ def _default_tfms(tfms):
         raise TypeError(f'tfms must be a pair (train_tfm, valid_tfm) of ImageTransform, got {tfms!r}')
     return tuple(tfms)
 
-# %% ../nbs/00_data.ipynb #5249bc77
+# %% ../nbs/00_data.ipynb #3bf9ab1f
 class ImageData:
     "Training, validation and optional test datasets of images, with their transforms and data loaders."
     def __init__(self, path, trn_ds, val_ds, test_ds=None, bs=64, num_workers=None,
@@ -458,12 +513,14 @@ class ImageData:
         return getattr(self, name)
 
     def dl(self, ds, shuffle=False):
-        "A DataLoader over `ds` (a dataset or 'train'/'valid'/'test'/'fix') with this data's batch size."
+        "A `Loader` over `ds` (a dataset or 'train'/'valid'/'test'/'fix') with this data's batch size."
         ds = self._get_ds(ds)
         nw = default_workers(len(ds)) if self.num_workers is None else self.num_workers
-        return DataLoader(ds, batch_size=self.bs, shuffle=shuffle, num_workers=nw, collate_fn=collate,
-                          pin_memory=torch.cuda.is_available(), persistent_workers=nw > 0,
-                          drop_last=shuffle and len(ds) % self.bs == 1)   # a batch of 1 breaks BatchNorm
+        src = ds.encoded() if isinstance(ds, ImageDataset) else ds
+        dl = DataLoader(src, batch_size=self.bs, shuffle=shuffle, num_workers=nw, collate_fn=collate,
+                        pin_memory=torch.cuda.is_available(), persistent_workers=nw > 0,
+                        drop_last=shuffle and len(ds) % self.bs == 1)   # a batch of 1 breaks BatchNorm
+        return Loader(dl, ds.tfm) if isinstance(ds, ImageDataset) else dl
 
     def _cached_dl(self, name, shuffle=False):
         if name not in self._dls: self._dls[name] = self.dl(name, shuffle)
@@ -494,7 +551,7 @@ class ImageData:
         return (f'ImageData({self.layout} layout at {self.path}: {self.c} classes; train {n(self.trn_ds)}, '
                 f'valid {n(self.val_ds)}, test {n(self.test_ds)}; sz {self.sz}, bs {self.bs})')
 
-# %% ../nbs/00_data.ipynb #f2dcaa41
+# %% ../nbs/00_data.ipynb #63698556
 def patch_to(cls, as_classmethod=False):
     "Attach the decorated function to `cls` as a method, so that each method can sit beside its demo."
     def deco(f):
@@ -503,7 +560,7 @@ def patch_to(cls, as_classmethod=False):
         return f
     return deco
 
-# %% ../nbs/00_data.ipynb #10971517
+# %% ../nbs/00_data.ipynb #53f00a38
 def _grid(n, ncols=None, figsize=None, size=1.6):
     from matplotlib.figure import Figure
     ncols = ncols or int(np.ceil(np.sqrt(n))); nrows = int(np.ceil(n / ncols))
@@ -533,7 +590,7 @@ def show_batch(self, n=9, ds='train', ncols=None, figsize=None, seed=None):
     fig.tight_layout()
     return fig
 
-# %% ../nbs/00_data.ipynb #0d5bb7c8
+# %% ../nbs/00_data.ipynb #95285ec8
 def image_sizes(fnames):
     "The (width, height) of each image file, read from its header (fast: nothing is decoded)."
     out = np.zeros((len(fnames), 2), np.int64)
@@ -568,7 +625,7 @@ def plot_size_hist(self, ds='train', bins=30, ax=None, figsize=(6, 3)):
     ax.set_title(f'image sizes ({len(s)} images)')
     return ax.figure
 
-# %% ../nbs/00_data.ipynb #c8926966
+# %% ../nbs/00_data.ipynb #33c65a59
 def get_cv_idxs(n, cv_idx=4, val_pct=0.2, seed=42):
     "Validation row indices for fold `cv_idx`: a seeded permutation of `range(n)` cut into slices of `val_pct*n`."
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
@@ -582,7 +639,7 @@ def get_cv_idxs(n, cv_idx=4, val_pct=0.2, seed=42):
         raise ValueError(f'cv_idx={cv_idx!r}: with val_pct={val_pct} there are {n_folds} folds, 0..{n_folds-1}')
     return np.random.RandomState(seed).permutation(n)[cv_idx*n_val:(cv_idx+1)*n_val]
 
-# %% ../nbs/00_data.ipynb #9917be22
+# %% ../nbs/00_data.ipynb #821d2d49
 def _read_labels(csv_path, label_col=None, label_delim=' '):
     "The rows of a labels CSV as (line number, id, list of labels), each line checked."
     if not csv_path.is_file(): raise FileNotFoundError(f'csv_fname: there is no file {csv_path}')
@@ -611,7 +668,7 @@ def _read_labels(csv_path, label_col=None, label_delim=' '):
     if not rows: raise ValueError(f'{csv_path}: no labelled rows after the header')
     return rows
 
-# %% ../nbs/00_data.ipynb #29fed306
+# %% ../nbs/00_data.ipynb #5af5b48d
 def _check_val_idxs(val_idxs, n):
     v = np.asarray(val_idxs)
     if v.ndim != 1 or (len(v) and not np.issubdtype(v.dtype, np.integer)):
