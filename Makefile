@@ -22,7 +22,7 @@ system:
 demo: setup
 	$(PY) tools/demo.py
 	$(VENV)/bin/lessonlib-train --out runs/demo
-	$(PY) tools/render_lessons.py runs/demo/lessons
+	$(PY) tools/render_lessons.py runs/demo/lessons --execute
 
 sync: setup
 	@tools/check_sync.sh

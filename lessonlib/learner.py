@@ -123,7 +123,7 @@ class ConvLearner:
         self.model.to(self.device)
         if channels_last: self.model.to(memory_format=torch.channels_last)
         self.layer_groups = layer_groups(self.model, self.arch)
-        self.sched, self.opt, self._precompute = Recorder(), None, False
+        self.sched, self.opt, self._precompute, self.bn_frozen = Recorder(), None, False, False
         self._cache = self._cache_body = self._cache_data = None
         self.freeze()
         self.model.eval()
@@ -224,6 +224,7 @@ def layer_summary(self:ConvLearner, lrs=None):
         elif n_train == 0: state = 'frozen'
         else: state = 'trainable' if non_bn_train else 'BatchNorm only'
         bn_state = 'training' if (self.train_bn or n_train) and not (self.precompute and i < n - 1) else 'frozen (eval)'
+        if self.bn_frozen and i < n - 1: bn_state = 'frozen (eval)'
         row = {'group': i, 'name': names[i], 'layers': len(list(g.children())),
                'params': sum(p.numel() for p in params), 'trainable': n_train, 'state': state,
                'BatchNorm': f'{len(bns)} {bn_state}' if bns else '-'}
@@ -290,6 +291,17 @@ def _prepare_train(self:ConvLearner):
     if not self.precompute and not self.train_bn:
         for g in self.layer_groups:
             if _is_frozen(g): g.eval()
+    if self.bn_frozen and not self.precompute:
+        for g in self.layer_groups[:-1]:
+            for m in g.modules():
+                if isinstance(m, _BN_TYPES): m.eval()
+
+@patch
+def bn_freeze(self:ConvLearner, on=True):
+    "Keep the body's BatchNorm layers in eval mode (fixed statistics) even when unfrozen, as fastai 0.7's `bn_freeze`."
+    if on and self.train_bn: raise ValueError('bn_freeze(True) contradicts train_bn=True: choose one')
+    self.bn_frozen = bool(on)
+    return self
 
 @patch
 def _autocast(self:ConvLearner):
@@ -441,7 +453,7 @@ def fine_tune(self:ConvLearner, epochs, base_lr=2e-3, freeze_epochs=1, lr_mult=1
     self.unfreeze()
     self.fit_one_cycle(epochs, slice(base_lr / lr_mult, base_lr), pct_start=pct_start, div=div, **kwargs)
 
-# %% ../nbs/02_learner.ipynb #53f00a38
+# %% ../nbs/02_learner.ipynb #b5666efd
 @patch
 def _log_probs(self:ConvLearner, logits):
     return F.logsigmoid(logits) if self.is_multi else F.log_softmax(logits, dim=-1)
@@ -472,7 +484,7 @@ def TTA(self:ConvLearner, n_aug=4, ds='valid'):
     for i in range(n_aug): probs += self._log_probs(self._get_outputs(aug_ds, desc=f'TTA view {i + 1}')[0]).exp()
     return (probs / (n_aug + 1)).log().numpy(), y.numpy()
 
-# %% ../nbs/02_learner.ipynb #e523887d
+# %% ../nbs/02_learner.ipynb #57f836bc
 def _tensor_digest(tensors):
     "sha256 over the names, dtypes, shapes and bytes of a dict of tensors."
     h = hashlib.sha256()
@@ -547,7 +559,7 @@ def set_data(self:ConvLearner, data):
     self.data, self._cache = data, None
     if self.precompute: self._ensure_cache()
 
-# %% ../nbs/02_learner.ipynb #17c8bdc8
+# %% ../nbs/02_learner.ipynb #bc996e5b
 EXPORT_FORMAT, EXPORT_VERSION = 'lessonlib-export', 1
 
 @patch
@@ -562,7 +574,7 @@ def export(self:ConvLearner, fname='export.safetensors'):
             'weights_sha256': _tensor_digest(sd)}
     return _save_tensors(self._weights_path(fname), sd, meta)
 
-# %% ../nbs/02_learner.ipynb #c6d15333
+# %% ../nbs/02_learner.ipynb #69fd1215
 class Predictor:
     "A trained classifier rebuilt from an exported file: `predict(img)` → `(label, idx, probs)`."
     def __init__(self, model, classes, sz, mean, std, is_multi=False, arch=None, device=None, thresh=0.5):
@@ -600,7 +612,7 @@ class Predictor:
 
     def __repr__(self): return f'Predictor({self.arch}, {len(self.classes)} classes, sz {self.tfm.sz})'
 
-# %% ../nbs/02_learner.ipynb #bc996e5b
+# %% ../nbs/02_learner.ipynb #33c65a59
 def _meta_json(meta, key, path):
     try: return json.loads(meta[key])
     except KeyError: raise ValueError(f'{path}: the export metadata has no {key!r} entry (file damaged or not an export)') from None
@@ -636,7 +648,7 @@ def load_model(fname, device=None):
         raise ValueError(f"{fname}: the weights do not fit {meta['arch']} with {len(classes)} classes: {str(e)[:300]}") from None
     return Predictor(model, classes, sz, mean, std, is_multi=bool(is_multi), arch=meta['arch'], device=device)
 
-# %% ../nbs/02_learner.ipynb #5af5b48d
+# %% ../nbs/02_learner.ipynb #3bc82afb
 @patch
 def _body_version(self:ConvLearner):
     "Changes whenever a body weight or statistic changes in place (training, `load`): a cheap staleness check."
@@ -684,7 +696,7 @@ def cache_info(self:ConvLearner):
     if not self.precompute and self._cache is None: return 'precompute is off: no activation cache in use'
     return self._ensure_cache().describe()
 
-# %% ../nbs/02_learner.ipynb #df0bd45a
+# %% ../nbs/02_learner.ipynb #c9163443
 @patch
 def lr_find(self:ConvLearner, start_lr=1e-7, end_lr=10, num_it=100, **kwargs):
     "Sweep the learning rate exponentially and plot loss against it (see the lr_find lesson)."

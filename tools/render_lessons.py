@@ -1,9 +1,10 @@
 """Render every lesson notebook (with its embedded outputs and plots) to HTML, plus an index page in course order.
 
 Usage: python tools/render_lessons.py [OUT_DIR] [--execute]
-  OUT_DIR defaults to runs/demo/lessons. --execute runs each notebook first (offline; minutes on 2 cores).
+  OUT_DIR defaults to runs/demo/lessons. --execute runs each notebook that has no outputs yet first (offline;
+  minutes on 2 cores); cells marked `#| slow` or `#| notest` are shown, not run; an error is shown in its page.
 """
-import html, json, sys, time
+import html, json, os, sys, time
 from pathlib import Path
 import nbformat
 from nbconvert import HTMLExporter
@@ -23,17 +24,33 @@ def title_of(nb, fallback):
                 if line.startswith('# '): return line[2:].strip()
     return fallback
 
+def has_outputs(nb): return any(c.get('outputs') for c in nb.cells if c.cell_type == 'code')
+
+def skip_flagged(nb, flags=('slow', 'notest')):
+    "Turn cells flagged `#| slow` / `#| notest` into markdown showing their code, so that executing skips them."
+    for i, c in enumerate(nb.cells):
+        first = [l.replace(' ', '') for l in c.source.splitlines()[:3]]
+        if c.cell_type == 'code' and any(l.startswith('#|') and l[2:] in flags for l in first):
+            nb.cells[i] = nbformat.v4.new_markdown_cell(f'*Not run here (a long cell, marked `slow`):*\n\n```python\n{c.source}\n```')
+    return nb
+
+def execute_nb(nb, path):
+    "Run `nb` in a fresh kernel in the folder of `path`, with inline plots, keeping errors as outputs."
+    os.environ.pop('MPLBACKEND', None)                 # Agg would make plots print as text instead of images
+    ExecutePreprocessor(timeout=900, kernel_name='python3', allow_errors=True).preprocess(skip_flagged(nb), {'metadata': {'path': str(path.parent)}})
+    return sum(o.get('output_type') == 'error' for c in nb.cells if c.cell_type == 'code' for o in c.outputs)
+
 def render(out=ROOT/'runs'/'demo'/'lessons', execute=False):
     "Write one HTML page per lesson and an index.html linking them; returns the list of pages."
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     exporter, pages = HTMLExporter(), []
     for p in lesson_order():
         nb, t0 = nbformat.read(p, as_version=4), time.time()
-        if execute: ExecutePreprocessor(timeout=900, kernel_name='python3').preprocess(nb, {'metadata': {'path': str(p.parent)}})
+        errors = execute_nb(nb, p) if execute and not has_outputs(nb) else 0
         body, _ = exporter.from_notebook_node(nb)
         page = out/(p.stem + '.html')
         tmp = page.with_suffix('.html.tmp'); tmp.write_text(body, encoding='utf-8'); tmp.replace(page)
-        pages.append({'file': page.name, 'title': title_of(nb, p.stem), 'notebook': p.name, 'seconds': round(time.time()-t0, 1)})
+        pages.append({'file': page.name, 'title': title_of(nb, p.stem), 'notebook': p.name, 'seconds': round(time.time()-t0, 1), 'errors': errors})
     items = '\n'.join(f'<li><a href="{html.escape(pg["file"])}">{html.escape(pg["title"])}</a> '
                       f'<small>({html.escape(pg["notebook"])})</small></li>' for pg in pages)
     (out/'index.html').write_text(f'<!doctype html><meta charset="utf-8"><title>lessonlib course</title>'

@@ -1,0 +1,54 @@
+"End-to-end: the `lessonlib-train` command on a small folder of images, and its bad inputs."
+import json, os, shutil, subprocess, sys
+from pathlib import Path
+import numpy as np
+import pytest
+from lessonlib.data import get_dataset
+
+OUTPUTS = ['lr_find.png', 'schedule.png', 'augmentations.png', 'confusion.png', 'top_losses.png', 'metrics.json',
+           'model.safetensors']
+
+
+def _cmd(*args, env=None):
+    exe = Path(sys.executable).with_name('lessonlib-train')
+    cmd = [str(exe)] if exe.exists() else [sys.executable, '-c', 'import sys; from lessonlib.train import main; sys.exit(main())']
+    e = {**os.environ, 'OMP_NUM_THREADS': '1', 'LESSONLIB_QUIET': '1', 'MPLBACKEND': 'Agg', **(env or {})}
+    return subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True, env=e, timeout=900)
+
+
+@pytest.fixture(scope='module')
+def small(tmp_path_factory):
+    "A 4-class, 24+8 images per class copy of the bundled sample, with a space and non-ASCII in its path."
+    src, dest = get_dataset('fashion-sample'), tmp_path_factory.mktemp('train') / 'my clothés'
+    for split, n in (('train', 24), ('valid', 8)):
+        for cls in sorted((src / split).iterdir())[:4]:
+            (dest / split / cls.name).mkdir(parents=True)
+            for f in sorted(cls.iterdir())[:n]: shutil.copy(f, dest / split / cls.name / f.name)
+    return dest
+
+
+def test_train_writes_everything(small, tmp_path):
+    out = tmp_path / 'run'
+    r = _cmd(small, '--sz', 32, '--bs', 16, '--out', out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for name in OUTPUTS: assert (out / name).stat().st_size > 0, name
+    m = json.loads((out / 'metrics.json').read_text())
+    assert m['n_train'] == 96 and m['n_valid'] == 32 and len(m['classes']) == 4
+    assert [s['step'][0] for s in m['steps']] == ['1', '2', '3', '4', '7', '8', 'T']
+    assert 0 <= m['tta_accuracy'] <= 1 and m['seconds_total'] > 0
+    assert 1e-4 <= m['lrs_unfrozen'][-1] <= 1e-3
+    np.testing.assert_allclose(np.array(m['lrs_unfrozen'][1:]) / m['lrs_unfrozen'][:-1], [3, 3])
+    from lessonlib.learner import load_model
+    pred = load_model(out / 'model.safetensors')
+    label, idx, probs = pred.predict(next((small / 'valid').rglob('*.png')))
+    assert label in m['classes'] and abs(float(probs.sum()) - 1) < 1e-4
+
+
+def test_train_bad_inputs(tmp_path):
+    r = _cmd(tmp_path / 'no such folder', '--out', tmp_path / 'out')
+    assert r.returncode == 2 and 'no such folder' in r.stderr, r.stderr
+    (tmp_path / 'flat').mkdir(); (tmp_path / 'flat' / 'a.png').write_bytes(b'')
+    r = _cmd(tmp_path / 'flat', '--out', tmp_path / 'out2')
+    assert r.returncode == 2 and 'train' in r.stderr, r.stderr
+    r = _cmd('--sz', 4)
+    assert r.returncode == 2 and '--sz' in r.stderr
