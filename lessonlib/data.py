@@ -398,14 +398,16 @@ def collate(batch):
     "Stack `(x, y)` pairs into a batch with NumPy (one thread: no OpenMP spinning on a busy CPU); grey joins colour as 3 channels."
     xs, ys = zip(*batch)
     if len({x.shape for x in xs}) > 1: xs = [x.expand(3, *x.shape[1:]) if x.shape[0] == 1 else x for x in xs]
-    return torch.from_numpy(np.stack([x.numpy() for x in xs])), torch.from_numpy(np.stack([y.numpy() for y in ys]))
+    xb, yb = np.stack([x.numpy() for x in xs]), np.stack([y.numpy() for y in ys])
+    if torch.utils.data.get_worker_info() is not None: return xb, yb   # a worker: NumPy arrays travel by pipe, cheaper
+    return torch.from_numpy(xb), torch.from_numpy(yb)                  # than a shared-memory segment per small tensor
 
 class Loader:
     "A DataLoader of `uint8` batches that are normalized in the main process: iterate for `(x, y)` float batches."
     def __init__(self, dl, tfm): self.dl, self.tfm = dl, tfm
     def __len__(self): return len(self.dl)
     def __iter__(self):
-        for xb, yb in self.dl: yield self.tfm.normalize(xb), yb
+        for xb, yb in self.dl: yield self.tfm.normalize(torch.as_tensor(xb)), torch.as_tensor(yb)
     def __getattr__(self, name):                    # batch_size, num_workers, dataset… come from the DataLoader
         if name == 'dl': raise AttributeError(name)
         return getattr(self.dl, name)
