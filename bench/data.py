@@ -26,7 +26,8 @@ def bare_loop(fnames, sz):
 def loader_epoch(dl):
     "Images/s over one epoch of `dl` (every batch pulled to the main process), and CPU s/image of all its processes."
     it = iter(dl)                       # with persistent workers this reuses them (started by a first epoch)
-    procs = [psutil.Process()] + [psutil.Process(w.pid) for w in getattr(it, '_workers', [])]
+    me = psutil.Process()
+    procs = [me] + me.children(recursive=True)      # the DataLoader's worker processes, when it has them
     t0, c0, n = time.perf_counter(), _cpu(procs), 0
     for xb, yb in it: n += len(xb)
     return n / (time.perf_counter() - t0), (_cpu(procs) - c0) / n

@@ -210,25 +210,49 @@ def _pil_ok(aug):
     if isinstance(aug, _CONTAINERS): return all(_pil_ok(t) for t in aug.transforms)
     return type(aug) in _PIL_AUGS or getattr(aug, 'supports_pil', False)
 
-_PIL_RESAMPLE = {v2.InterpolationMode.NEAREST: Image.NEAREST, v2.InterpolationMode.BILINEAR: Image.BILINEAR,
-                 v2.InterpolationMode.BICUBIC: Image.BICUBIC}
+_PIL_RESAMPLE = {'nearest': Image.NEAREST, 'bilinear': Image.BILINEAR, 'bicubic': Image.BICUBIC}
+
+def _resample(interp):
+    "PIL's resampling filter for torchvision's `interp` (an `InterpolationMode` or, as torchvision stores it, its string), or None."
+    return _PIL_RESAMPLE.get(getattr(interp, 'value', interp)) if isinstance(interp, (str, v2.InterpolationMode)) else None
 
 def _pil_fill(fill, img):
     "torchvision's fill value for a PIL image: an int for grey, one int per channel otherwise."
     fill = int(fill or 0)
     return fill if len(img.getbands()) == 1 else (fill,) * len(img.getbands())
 
+def _fast(aug):
+    "True for the augmentations `encode` applies with one PIL call and one random number: flips, plain rotations."
+    t = type(aug)
+    return t is v2.RandomHorizontalFlip or t is v2.RandomVerticalFlip or (
+        t is v2.RandomRotation and aug.center is None and isinstance(aug.fill, (int, float, type(None)))
+        and _resample(aug.interpolation) is not None)
+
+_f32 = lambda v: float(np.float32(v))
+
+def _apply_fast(aug, img, u):
+    "Apply the `_fast` augmentation `aug` to `img` given its random number `u` (what `torch.rand(1)` would draw)."
+    if type(aug) is not v2.RandomRotation:             # torchvision flips when rand(1) < p (compared in float32)
+        if u >= _f32(aug.p): return img
+        return img.transpose(Image.FLIP_LEFT_RIGHT if type(aug) is v2.RandomHorizontalFlip else Image.FLIP_TOP_BOTTOM)
+    lo, hi = _f32(aug.degrees[0]), _f32(aug.degrees[1])
+    angle = _f32(u * _f32(hi - lo) + lo)               # exactly torch's float32 `uniform_(lo, hi)` from the same draw
+    return img.rotate(angle, _resample(aug.interpolation), aug.expand, fillcolor=_pil_fill(aug.fill, img))
+
 def _apply_pil(aug, img):
     "`aug(img)` for a PIL image; flips and plain rotations call PIL directly, drawing the same random numbers as torchvision."
-    t = type(aug)
-    if t is v2.RandomHorizontalFlip or t is v2.RandomVerticalFlip:
-        if torch.rand(1) >= aug.p: return img
-        return img.transpose(Image.FLIP_LEFT_RIGHT if t is v2.RandomHorizontalFlip else Image.FLIP_TOP_BOTTOM)
-    if (t is v2.RandomRotation and aug.center is None and isinstance(aug.fill, (int, float, type(None)))
-            and aug.interpolation in _PIL_RESAMPLE):
-        angle = torch.empty(1).uniform_(aug.degrees[0], aug.degrees[1]).item()
-        return img.rotate(angle, _PIL_RESAMPLE[aug.interpolation], aug.expand, fillcolor=_pil_fill(aug.fill, img))
-    return aug(img)
+    return _apply_fast(aug, img, torch.rand(1).item()) if _fast(aug) else aug(img)
+
+def _apply_pils(augs, img):
+    "Apply PIL-capable `augs` in order; each run of `_fast` ones draws its random numbers in one `torch.rand(k)` call."
+    i, n = 0, len(augs)
+    while i < n:
+        j = i
+        while j < n and _fast(augs[j]): j += 1
+        if j == i: img = augs[i](img); i += 1; continue
+        for aug, u in zip(augs[i:j], torch.rand(j - i).tolist()): img = _apply_fast(aug, img, u)  # = j-i rand(1) calls
+        i = j
+    return img
 
 # %% ../nbs/00_data.ipynb #8ddc1185
 class ImageTransform:
@@ -253,22 +277,36 @@ class ImageTransform:
 
     def encode(self, img):
         "Resize and augment one image into a `uint8` tensor (1 or 3, sz, sz), ready for `normalize`."
+        x = self._encode(img)
+        return torch.from_numpy(x) if isinstance(x, np.ndarray) else x
+
+    def _encode(self, img):
+        "`encode`, returning a NumPy array when no tensor augmentation ran (cheaper for data loader workers)."
         if not isinstance(img, Image.Image): img = _open(img, draft=self.sz)
-        n_pil = next((i for i, a in enumerate(self.augs) if not _pil_ok(a)), len(self.augs))
+        n_pil = self._n_pil()
         if img.mode != 'RGB' and (img.mode != 'L' or n_pil < len(self.augs)): img = to_rgb(img)
         if img.size != (self.sz, self.sz): img = img.resize((self.sz, self.sz), Image.BILINEAR)
-        for aug in self.augs[:n_pil]: img = _apply_pil(aug, img)
+        if n_pil: img = _apply_pils(self.augs[:n_pil], img)
         if img.mode not in ('RGB', 'L'): img = to_rgb(img)
         a = np.array(img)                                  # a writable copy of the pixels
-        x = torch.from_numpy(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
+        a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+        if n_pil == len(self.augs): return a
+        x = torch.from_numpy(a)
         for aug in self.augs[n_pil:]: x = aug(x)
         return x if x.dtype == torch.uint8 else x.float().sub(self._m).div(self._s)   # a float aug: normalized here
+
+    def _n_pil(self):
+        "How many leading augmentations run on the PIL image (remembered until `augs` changes)."
+        key = tuple(map(id, self.augs))
+        if getattr(self, '_pil_key', None) != key:
+            self._pil_key, self._pil_n = key, next((i for i, a in enumerate(self.augs) if not _pil_ok(a)), len(self.augs))
+        return self._pil_n
 
     def normalize(self, xb):
         "A batch from `encode`, `uint8` (B, 1 or 3, H, W), as normalized floats (B, 3, H, W); float batches pass through."
         if xb.dtype != torch.uint8: return xb
-        out = np.multiply(xb.numpy(), self._scale[None], dtype=np.float32)   # v/(255 std): grey broadcasts to 3 channels
-        out += self._shift[None]                                             # - mean/std
+        out = xb.numpy().astype(np.float32) * self._scale[None]   # v/(255 std), in float32: grey broadcasts to 3 channels
+        out += self._shift[None]                                   # - mean/std
         return torch.from_numpy(out)
 
     def describe(self):
@@ -358,13 +396,16 @@ class ImageDataset(Dataset):
             self._y_src, self._y_t = self.y, torch.from_numpy(np.ascontiguousarray(self.y))
         return self._y_t[i].clone()
 
-    def __getitem__(self, i): return self._get(i, self.tfm)
+    def __getitem__(self, i):
+        img, j = self._load(i)
+        return self.tfm(img), self._target(j)
 
     def encoded(self):
         "A view of this dataset whose items are `(tfm.encode(image), y)`: `uint8` tensors, for fast data loaders."
         return _Encoded(self)
 
-    def _get(self, i, fn):
+    def _load(self, i):
+        "The image of item `i` and its index; an unreadable file is skipped for the next one, with one warning."
         n = len(self)
         for k in range(min(n, 20)):
             j = (i + k) % n
@@ -374,7 +415,7 @@ class ImageDataset(Dataset):
                     _WARNED.add(str(self.fnames[j]))
                     warnings.warn(f'could not read {self.fnames[j]} ({e}); using the next image instead', stacklevel=3)
                 continue
-            return fn(img), self._target(j)
+            return img, j
         raise RuntimeError(f'could not read {min(n, 20)} images in a row starting at {self.fnames[i]}: '
                            'did the dataset folder move or get deleted?')
 
@@ -391,14 +432,17 @@ class _Encoded(Dataset):
     "The items of an `ImageDataset` as `uint8` tensors (see `ImageDataset.encoded`)."
     def __init__(self, ds): self.ds = ds
     def __len__(self): return len(self.ds)
-    def __getitem__(self, i): return self.ds._get(i, self.ds.tfm.encode)
+    def __getitem__(self, i):                        # NumPy in, NumPy out: no per-item torch calls in the workers
+        img, j = self.ds._load(i)
+        return self.ds.tfm._encode(img), self.ds.y[j]
 
 # %% ../nbs/00_data.ipynb #ec12d677
 def collate(batch):
     "Stack `(x, y)` pairs into a batch with NumPy (one thread: no OpenMP spinning on a busy CPU); grey joins colour as 3 channels."
     xs, ys = zip(*batch)
-    if len({x.shape for x in xs}) > 1: xs = [x.expand(3, *x.shape[1:]) if x.shape[0] == 1 else x for x in xs]
-    xb, yb = np.stack([x.numpy() for x in xs]), np.stack([y.numpy() for y in ys])
+    xs = [x.numpy() if torch.is_tensor(x) else x for x in xs]
+    if len({x.shape for x in xs}) > 1: xs = [np.broadcast_to(x, (3, *x.shape[1:])) if x.shape[0] == 1 else x for x in xs]
+    xb, yb = np.stack(xs), np.stack([np.asarray(y) for y in ys])
     if torch.utils.data.get_worker_info() is not None: return xb, yb   # a worker: NumPy arrays travel by pipe, cheaper
     return torch.from_numpy(xb), torch.from_numpy(yb)                  # than a shared-memory segment per small tensor
 
