@@ -59,7 +59,7 @@ def blowup_lr(lrs, losses, factor=1.5):
 
 # %% ../nbs/10_train.ipynb #8fc3b782
 def run_recipe(path=None, csv=None, arch='efficientnet_lite0', sz=64, bs=64, out='runs/train', full=False,
-               head_epochs=2, aug_epochs=2, n_cycle=2, seed=42, log=print):
+               head_epochs=2, aug_epochs=2, n_cycle=2, seed=42, bn_freeze=None, log=print):
     "Run the 8-step recipe on a folder of images (default: the bundled sample) and write its outputs to `out`."
     t_start, out = time.time(), Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -83,7 +83,9 @@ def run_recipe(path=None, csv=None, arch='efficientnet_lite0', sz=64, bs=64, out
     learn.precompute = False
     steps('4 head with augmentation', lambda: learn.fit(lr, aug_epochs, cycle_len=1), learn)
     # 5-7. unfreeze, differential rates, lr_find again
-    learn.unfreeze(); learn.bn_freeze(True)     # keep BatchNorm's statistics: the head was trained on them
+    if bn_freeze is None: bn_freeze = len(data.trn_ds) < 20_000   # small data: keep the statistics the head saw
+    learn.unfreeze(); learn.bn_freeze(bn_freeze)
+    log(f'unfrozen; BatchNorm statistics {"frozen" if bn_freeze else "training"}')
     sugg2 = steps('7 lr_find (unfrozen)', lambda: learn.lr_find(num_it=50))
     up = blowup_lr(learn.sched.head_lrs, learn.sched.smooth_losses)
     lr2 = float(np.clip((up or 1e-2) / 10, 1e-4, 1e-3))   # above 1e-3 the unfrozen body diverged (measured: 3e-3)
@@ -101,6 +103,7 @@ def run_recipe(path=None, csv=None, arch='efficientnet_lite0', sz=64, bs=64, out
     learn.export(out/'model.safetensors')
     metrics = {'dataset': str(path), 'arch': arch, 'sz': sz, 'bs': bs, 'classes': [str(c) for c in data.classes],
                'n_train': len(data.trn_ds), 'n_valid': len(data.val_ds), 'lr': lr, 'lrs_unfrozen': lrs.tolist(),
+               'bn_frozen': bool(bn_freeze),
                'steps': steps.rows, 'valid_accuracy': steps.rows[-2]['valid_accuracy'], 'tta_accuracy': round(tta_acc, 4),
                'most_confused': [list(map(str, r[:2])) + [int(r[2])] for r in interp.most_confused()[:5]],
                'seconds_total': round(time.time() - t_start, 1)}
@@ -120,10 +123,13 @@ def main(argv=None):
     p.add_argument('--out', default='runs/train', help='output folder')
     p.add_argument('--full', action='store_true', help='use the full Fashion-MNIST (60,000 / 10,000)')
     p.add_argument('--seed', type=int, default=42)
+    p.add_argument('--bn-freeze', choices=['auto', 'on', 'off'], default='auto',
+                   help="keep BatchNorm statistics fixed after unfreezing (auto: on below 20,000 training images)")
     a = p.parse_args(argv)
     if a.sz < 8: p.error(f'--sz must be at least 8, got {a.sz}')
     if a.bs < 1: p.error(f'--bs must be at least 1, got {a.bs}')
     matplotlib.use('Agg')
-    try: run_recipe(a.path, csv=a.csv, arch=a.arch, sz=a.sz, bs=a.bs, out=a.out, full=a.full, seed=a.seed)
+    try: run_recipe(a.path, csv=a.csv, arch=a.arch, sz=a.sz, bs=a.bs, out=a.out, full=a.full, seed=a.seed,
+                         bn_freeze={'auto': None, 'on': True, 'off': False}[a.bn_freeze])
     except (FileNotFoundError, ValueError, KeyError) as e: p.exit(2, f'lessonlib-train: error: {e}\n')
     return 0

@@ -37,6 +37,7 @@ def test_train_writes_everything(small, tmp_path):
     assert [s['step'][0] for s in m['steps']] == ['1', '2', '3', '4', '7', '8', 'T']
     assert 0 <= m['tta_accuracy'] <= 1 and m['seconds_total'] > 0
     assert 1e-4 <= m['lrs_unfrozen'][-1] <= 1e-3
+    assert m['bn_frozen'] is True                      # 96 images: BatchNorm statistics stay frozen (auto)
     np.testing.assert_allclose(np.array(m['lrs_unfrozen'][1:]) / m['lrs_unfrozen'][:-1], [3, 3])
     from lessonlib.learner import load_model
     pred = load_model(out / 'model.safetensors')
@@ -52,3 +53,16 @@ def test_train_bad_inputs(tmp_path):
     assert r.returncode == 2 and 'train' in r.stderr, r.stderr
     r = _cmd('--sz', 4)
     assert r.returncode == 2 and '--sz' in r.stderr
+
+
+@pytest.mark.parametrize('flag, want', [([], None), (['--bn-freeze', 'on'], True), (['--bn-freeze', 'off'], False)])
+def test_bn_freeze_flag(monkeypatch, flag, want):
+    import lessonlib.train as T
+    seen = {}
+    monkeypatch.setattr(T, 'run_recipe', lambda *a, **kw: seen.update(kw))
+    assert T.main(flag) == 0 and seen['bn_freeze'] is want
+
+
+def test_bn_freeze_flag_bad_value():
+    r = _cmd('--bn-freeze', 'maybe')
+    assert r.returncode == 2 and '--bn-freeze' in r.stderr
