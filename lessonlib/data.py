@@ -18,7 +18,7 @@ from torch.utils.data import Dataset, DataLoader
 import torchvision.transforms.v2 as v2
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
-from .core import progress, atomic_write
+from .core import progress, atomic_write, patch_to
 
 # %% ../nbs/00_data.ipynb #8164aaa3
 CLASSES = ['T-shirt', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle-boot']
@@ -597,16 +597,7 @@ class ImageData:
         return (f'ImageData({self.layout} layout at {self.path}: {self.c} classes; train {n(self.trn_ds)}, '
                 f'valid {n(self.val_ds)}, test {n(self.test_ds)}; sz {self.sz}, bs {self.bs})')
 
-# %% ../nbs/00_data.ipynb #63698556
-def patch_to(cls, as_classmethod=False):
-    "Attach the decorated function to `cls` as a method, so that each method can sit beside its demo."
-    def deco(f):
-        f.__qualname__ = f'{cls.__name__}.{f.__name__}'
-        setattr(cls, f.__name__, classmethod(f) if as_classmethod else f)
-        return f
-    return deco
-
-# %% ../nbs/00_data.ipynb #53f00a38
+# %% ../nbs/00_data.ipynb #8997a050
 def _grid(n, ncols=None, figsize=None, size=1.6):
     from matplotlib.figure import Figure
     ncols = ncols or int(np.ceil(np.sqrt(n))); nrows = int(np.ceil(n / ncols))
@@ -636,7 +627,7 @@ def show_batch(self, n=9, ds='train', ncols=None, figsize=None, seed=None):
     fig.tight_layout()
     return fig
 
-# %% ../nbs/00_data.ipynb #95285ec8
+# %% ../nbs/00_data.ipynb #c5989310
 def image_sizes(fnames):
     "The (width, height) of each image file, read from its header (fast: nothing is decoded)."
     out = np.zeros((len(fnames), 2), np.int64)
@@ -671,7 +662,7 @@ def plot_size_hist(self, ds='train', bins=30, ax=None, figsize=(6, 3)):
     ax.set_title(f'image sizes ({len(s)} images)')
     return ax.figure
 
-# %% ../nbs/00_data.ipynb #33c65a59
+# %% ../nbs/00_data.ipynb #69fd1215
 def get_cv_idxs(n, cv_idx=4, val_pct=0.2, seed=42):
     "Validation row indices for fold `cv_idx`: a seeded permutation of `range(n)` cut into slices of `val_pct*n`."
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
@@ -685,7 +676,7 @@ def get_cv_idxs(n, cv_idx=4, val_pct=0.2, seed=42):
         raise ValueError(f'cv_idx={cv_idx!r}: with val_pct={val_pct} there are {n_folds} folds, 0..{n_folds-1}')
     return np.random.RandomState(seed).permutation(n)[cv_idx*n_val:(cv_idx+1)*n_val]
 
-# %% ../nbs/00_data.ipynb #821d2d49
+# %% ../nbs/00_data.ipynb #a8899351
 def _read_labels(csv_path, label_col=None, label_delim=' '):
     "The rows of a labels CSV as (line number, id, list of labels), each line checked."
     if not csv_path.is_file(): raise FileNotFoundError(f'csv_fname: there is no file {csv_path}')
@@ -714,7 +705,7 @@ def _read_labels(csv_path, label_col=None, label_delim=' '):
     if not rows: raise ValueError(f'{csv_path}: no labelled rows after the header')
     return rows
 
-# %% ../nbs/00_data.ipynb #5af5b48d
+# %% ../nbs/00_data.ipynb #821d2d49
 def _check_val_idxs(val_idxs, n):
     v = np.asarray(val_idxs)
     if v.ndim != 1 or (len(v) and not np.issubdtype(v.dtype, np.integer)):

@@ -170,45 +170,32 @@ def test_relabel_into_missing_class_folder_creates_and_undo_removes_it(tmp_path)
     assert not (root/'valid/Bag').exists() and (root/'valid/Coat/coat0.png').exists()
 
 
-def _set_readonly(paths, on):
-    "Make folders unwritable: chmod for ordinary users, the immutable flag for root (root ignores permissions)."
-    for p in paths:
-        if os.geteuid() == 0:
-            subprocess.run(['chattr', '+i' if on else '-i', str(p)], check=True, capture_output=True)
-        else: os.chmod(p, 0o555 if on else 0o755)
-
-
-def test_readonly_dataset_clear_error_no_partial_change(tmp_path):
-    if os.geteuid() == 0 and not shutil.which('chattr'): pytest.skip('running as root without chattr: cannot make a folder read-only')
+def test_readonly_dataset_clear_error_no_partial_change(tmp_path, readonly):
     root = make_folder(tmp_path/'d')
     before = snapshot(root)
     cl = DatasetCleaner.from_folder(root)
     cl.mark('train/Coat/coat0.png', 'delete'); cl.mark('train/Shirt/shirt0.png', 'Bag')
     # only the LAST folder that a move needs is read-only: a naive loop would already have moved the first file
-    ro = [root/'train/Bag']
-    try:
-        _set_readonly(ro, True)
-        if os.access(root/'train/Bag', os.W_OK): pytest.skip('this file system ignores the read-only flag')
-        with pytest.raises(PermissionError, match=r'not writable: .*train/Bag.*Nothing was changed'):
-            cl.apply()
-    finally: _set_readonly(ro, False)
+    readonly(root/'train/Bag')
+    if os.access(root/'train/Bag', os.W_OK): pytest.skip('this file system ignores the read-only flag')
+    with pytest.raises(PermissionError, match=r'not writable: .*train/Bag.*Nothing was changed'):
+        cl.apply()
+    readonly.undo()
     assert snapshot(root) == before and not (root/TRASH).exists()
     assert len(cl.choices) == 2                           # nothing lost: fix the permissions and apply again
     cl.apply()
     assert (root/'train/Bag/shirt0.png').exists()
 
 
-def test_whole_dataset_readonly(tmp_path):
-    if os.geteuid() == 0 and not shutil.which('chattr'): pytest.skip('running as root without chattr')
+def test_whole_dataset_readonly(tmp_path, readonly):
     root = make_folder(tmp_path/'d')
     before = snapshot(root)
     cl = DatasetCleaner.from_folder(root)
     cl.mark('valid/Coat/coat0.png', 'delete')
     dirs = [root] + [p for p in root.rglob('*') if p.is_dir()]
-    try:
-        _set_readonly(dirs, True)
-        with pytest.raises(PermissionError, match='Nothing was changed'): cl.apply()
-    finally: _set_readonly(dirs, False)
+    readonly(*dirs)
+    with pytest.raises(PermissionError, match='Nothing was changed'): cl.apply()
+    readonly.undo()
     assert snapshot(root) == before
 
 
@@ -493,15 +480,13 @@ def test_widget_apply_undo_buttons(tmp_path):
     assert w._dd['valid/Coat/coat0.png'].value == 'delete'                 # undo brings the marks back too
 
 
-def test_widget_errors_go_to_the_status_line(tmp_path):
-    if os.geteuid() == 0 and not shutil.which('chattr'): pytest.skip('running as root without chattr')
+def test_widget_errors_go_to_the_status_line(tmp_path, readonly):
     root = make_png_data(tmp_path/'d')
     w = ImageClassifierCleaner(fake_interp(root), choices_file=None)
     w.mark('valid/Bag/bag0.png', 'Coat')
-    try:
-        _set_readonly([root/'valid/Coat'], True)
-        w.w_apply.click()                                                  # no exception escapes into the front end
-    finally: _set_readonly([root/'valid/Coat'], False)
+    readonly(root/'valid/Coat')
+    w.w_apply.click()                                                      # no exception escapes into the front end
+    readonly.undo()
     assert w.w_status.value.startswith('Error: cannot apply: not writable') and 'Nothing was changed' in w.w_status.value
 
 

@@ -184,21 +184,12 @@ def test_read_only_folder_with_a_valid_cache_opens(root, tmp_path, monkeypatch):
     with warnings.catch_warnings(): warnings.simplefilter('error'); c2 = build(root, tmp_path/'c')
     eq((c2.status, c2.path), ('reused', c.path))
 
-def _set_readonly(d, on):
-    "Make folder `d` unwritable: chmod for ordinary users, the immutable flag for root (root ignores permissions)."
-    if os.geteuid() == 0: subprocess.run(['chattr', '+i' if on else '-i', str(d)], check=True, capture_output=True)
-    else: d.chmod(0o500 if on else 0o700)
-
-def test_readonly_folder(root, tmp_path):
-    if os.geteuid() == 0 and not shutil.which('chattr'): pytest.skip('running as root without chattr: cannot make a folder read-only')
+def test_readonly_folder(root, tmp_path, readonly):
     d = tmp_path/'ro'; d.mkdir()
-    try: _set_readonly(d, True)
-    except subprocess.CalledProcessError as e: pytest.skip(f'chattr +i refused here: {e.stderr!r}')
-    try:
-        with pytest.warns(UserWarning, match='not writable'): c = build(root, d/'cache')
-        eq((c.path, c.status), (None, 'in memory'))
-        eq(list(d.iterdir()), [])                               # nothing was written
-    finally: _set_readonly(d, False)
+    readonly(d)
+    with pytest.warns(UserWarning, match='not writable'): c = build(root, d/'cache')
+    eq((c.path, c.status), (None, 'in memory'))
+    eq(list(d.iterdir()), [])                               # nothing was written
 
 @pytest.mark.parametrize('damage', ['flip', 'truncate', 'manifest', 'delete'])
 def test_corrupted_cache_is_detected_and_rebuilt(root, tmp_path, damage):

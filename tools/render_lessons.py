@@ -36,26 +36,30 @@ def skip_flagged(nb, flags=('slow', 'notest')):
 
 def execute_nb(nb, path):
     "Run `nb` in a fresh kernel in the folder of `path`, with inline plots, keeping errors as outputs."
-    os.environ.pop('MPLBACKEND', None)                 # Agg would make plots print as text instead of images
     ExecutePreprocessor(timeout=900, kernel_name='python3', allow_errors=True).preprocess(skip_flagged(nb), {'metadata': {'path': str(path.parent)}})
     return sum(o.get('output_type') == 'error' for c in nb.cells if c.cell_type == 'code' for o in c.outputs)
 
-def render(out=ROOT/'runs'/'demo'/'lessons', execute=False):
-    "Write one HTML page per lesson and an index.html linking them; returns the list of pages."
+def render(out=ROOT/'runs'/'demo'/'lessons', execute=False, nbs=ROOT/'nbs'):
+    "Write one HTML page per lesson in `nbs` and an index.html linking them; returns the list of pages."
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    exporter, pages = HTMLExporter(), []
-    for p in lesson_order():
-        nb, t0 = nbformat.read(p, as_version=4), time.time()
-        errors = execute_nb(nb, p) if execute and not has_outputs(nb) else 0
-        body, _ = exporter.from_notebook_node(nb)
-        page = out/(p.stem + '.html')
-        tmp = page.with_suffix('.html.tmp'); tmp.write_text(body, encoding='utf-8'); tmp.replace(page)
-        pages.append({'file': page.name, 'title': title_of(nb, p.stem), 'notebook': p.name, 'seconds': round(time.time()-t0, 1), 'errors': errors})
+    backend = os.environ.pop('MPLBACKEND', None) if execute else None   # kernels inherit it: Agg prints plots as text
+    try: pages = [_page(p, out, execute) for p in lesson_order(Path(nbs))]
+    finally:
+        if backend is not None: os.environ['MPLBACKEND'] = backend
     items = '\n'.join(f'<li><a href="{html.escape(pg["file"])}">{html.escape(pg["title"])}</a> '
                       f'<small>({html.escape(pg["notebook"])})</small></li>' for pg in pages)
     (out/'index.html').write_text(f'<!doctype html><meta charset="utf-8"><title>lessonlib course</title>'
                                   f'<h1>lessonlib: the course</h1><ol>{items}</ol>\n', encoding='utf-8')
     return pages
+
+def _page(p, out, execute):
+    "Render notebook `p` (executing it first when asked and it has no outputs) to `out`/<name>.html."
+    nb, t0 = nbformat.read(p, as_version=4), time.time()
+    errors = execute_nb(nb, p) if execute and not has_outputs(nb) else 0
+    body, _ = HTMLExporter().from_notebook_node(nb)
+    page = out/('start.html' if p.stem == 'index' else p.stem + '.html')   # index.html is the course's table of contents
+    tmp = page.with_suffix('.html.tmp'); tmp.write_text(body, encoding='utf-8'); tmp.replace(page)
+    return {'file': page.name, 'title': title_of(nb, p.stem), 'notebook': p.name, 'seconds': round(time.time()-t0, 1), 'errors': errors}
 
 if __name__ == '__main__':
     args = [a for a in sys.argv[1:] if not a.startswith('--')]
