@@ -43,3 +43,14 @@ def test_toolchain_pins():
     for pin in ['nbdev==2.4.14', 'fastcore==1.12.3', 'execnb==0.1.18', 'torch==2.14.1', 'torchvision==0.29.1']:
         assert pin in pins, pin
     assert 'setuptools>=64.0,<82' in (ROOT/'pyproject.toml').read_text()
+
+def test_export_leaves_the_install_stamp_valid():
+    "`make` reinstalls when setup.py, settings.ini, constraints.txt or pyproject.toml is newer than its stamp: exporting must not touch them."
+    import subprocess
+    deps = [ROOT/n for n in ('setup.py', 'settings.ini', 'constraints.txt', 'pyproject.toml')]
+    before = [p.stat().st_mtime_ns for p in deps]
+    exe = Path(sys.executable).with_name('nbdev_export')
+    if not exe.exists(): pytest.skip('nbdev_export is not installed beside this Python')
+    r = subprocess.run([str(exe)], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert [p.stat().st_mtime_ns for p in deps] == before, 'nbdev_export rewrote a file the install stamp depends on'
