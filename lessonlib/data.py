@@ -243,8 +243,11 @@ def _apply_pil(aug, img):
     "`aug(img)` for a PIL image; flips and plain rotations call PIL directly, drawing the same random numbers as torchvision."
     return _apply_fast(aug, img, torch.rand(1).item()) if _fast(aug) else aug(img)
 
-def _apply_pils(augs, img):
+def _apply_pils(augs, img, us=None):
     "Apply PIL-capable `augs` in order; each run of `_fast` ones draws its random numbers in one `torch.rand(k)` call."
+    if us is not None:                                 # all fast, their random numbers drawn already (one per aug)
+        for aug, u in zip(augs, us, strict=True): img = _apply_fast(aug, img, u)
+        return img
     i, n = 0, len(augs)
     while i < n:
         j = i
@@ -280,13 +283,13 @@ class ImageTransform:
         x = self._encode(img)
         return torch.from_numpy(x) if isinstance(x, np.ndarray) else x
 
-    def _encode(self, img):
-        "`encode`, returning a NumPy array when no tensor augmentation ran (cheaper for data loader workers)."
+    def _encode(self, img, us=None):
+        "`encode`, returning a NumPy array when no tensor augmentation ran; `us`: the random numbers of all-fast `augs`."
         if not isinstance(img, Image.Image): img = _open(img, draft=self.sz)
         n_pil = self._n_pil()
         if img.mode != 'RGB' and (img.mode != 'L' or n_pil < len(self.augs)): img = to_rgb(img)
         if img.size != (self.sz, self.sz): img = img.resize((self.sz, self.sz), Image.BILINEAR)
-        if n_pil: img = _apply_pils(self.augs[:n_pil], img)
+        if n_pil: img = _apply_pils(self.augs[:n_pil], img, us)
         if img.mode not in ('RGB', 'L'): img = to_rgb(img)
         a = np.array(img)                                  # a writable copy of the pixels
         a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
@@ -432,9 +435,16 @@ class _Encoded(Dataset):
     "The items of an `ImageDataset` as `uint8` tensors (see `ImageDataset.encoded`)."
     def __init__(self, ds): self.ds = ds
     def __len__(self): return len(self.ds)
-    def __getitem__(self, i):                        # NumPy in, NumPy out: no per-item torch calls in the workers
+    def __getitem__(self, i, us=None):               # NumPy in, NumPy out: no per-item torch calls in the workers
         img, j = self.ds._load(i)
-        return self.ds.tfm._encode(img), self.ds.y[j]
+        return self.ds.tfm._encode(img, us), self.ds.y[j]
+
+    def __getitems__(self, idxs):
+        "A batch of items (the DataLoader asks for it); if every augmentation is a fast one, one `torch.rand` call draws for all."
+        augs = self.ds.tfm.augs
+        if not augs or not all(map(_fast, augs)): return [self[i] for i in idxs]
+        us = torch.rand(len(idxs), len(augs)).tolist()   # the same numbers, in the same order, as one rand(1) per aug per image
+        return [self.__getitem__(i, u) for i, u in zip(idxs, us)]
 
 # %% ../nbs/00_data.ipynb #ec12d677
 def collate(batch):
@@ -597,7 +607,7 @@ class ImageData:
         return (f'ImageData({self.layout} layout at {self.path}: {self.c} classes; train {n(self.trn_ds)}, '
                 f'valid {n(self.val_ds)}, test {n(self.test_ds)}; sz {self.sz}, bs {self.bs})')
 
-# %% ../nbs/00_data.ipynb #8997a050
+# %% ../nbs/00_data.ipynb #53f00a38
 def _grid(n, ncols=None, figsize=None, size=1.6):
     from matplotlib.figure import Figure
     ncols = ncols or int(np.ceil(np.sqrt(n))); nrows = int(np.ceil(n / ncols))
@@ -627,7 +637,7 @@ def show_batch(self, n=9, ds='train', ncols=None, figsize=None, seed=None):
     fig.tight_layout()
     return fig
 
-# %% ../nbs/00_data.ipynb #c5989310
+# %% ../nbs/00_data.ipynb #95285ec8
 def image_sizes(fnames):
     "The (width, height) of each image file, read from its header (fast: nothing is decoded)."
     out = np.zeros((len(fnames), 2), np.int64)
@@ -662,7 +672,7 @@ def plot_size_hist(self, ds='train', bins=30, ax=None, figsize=(6, 3)):
     ax.set_title(f'image sizes ({len(s)} images)')
     return ax.figure
 
-# %% ../nbs/00_data.ipynb #69fd1215
+# %% ../nbs/00_data.ipynb #33c65a59
 def get_cv_idxs(n, cv_idx=4, val_pct=0.2, seed=42):
     "Validation row indices for fold `cv_idx`: a seeded permutation of `range(n)` cut into slices of `val_pct*n`."
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
@@ -676,7 +686,7 @@ def get_cv_idxs(n, cv_idx=4, val_pct=0.2, seed=42):
         raise ValueError(f'cv_idx={cv_idx!r}: with val_pct={val_pct} there are {n_folds} folds, 0..{n_folds-1}')
     return np.random.RandomState(seed).permutation(n)[cv_idx*n_val:(cv_idx+1)*n_val]
 
-# %% ../nbs/00_data.ipynb #a8899351
+# %% ../nbs/00_data.ipynb #821d2d49
 def _read_labels(csv_path, label_col=None, label_delim=' '):
     "The rows of a labels CSV as (line number, id, list of labels), each line checked."
     if not csv_path.is_file(): raise FileNotFoundError(f'csv_fname: there is no file {csv_path}')
@@ -705,7 +715,7 @@ def _read_labels(csv_path, label_col=None, label_delim=' '):
     if not rows: raise ValueError(f'{csv_path}: no labelled rows after the header')
     return rows
 
-# %% ../nbs/00_data.ipynb #821d2d49
+# %% ../nbs/00_data.ipynb #5af5b48d
 def _check_val_idxs(val_idxs, n):
     v = np.asarray(val_idxs)
     if v.ndim != 1 or (len(v) and not np.issubdtype(v.dtype, np.integer)):
