@@ -575,6 +575,7 @@ class ImageData:
         src = ds.encoded() if isinstance(ds, ImageDataset) else ds
         dl = DataLoader(src, batch_size=self.bs, shuffle=shuffle, num_workers=nw, collate_fn=collate,
                         pin_memory=torch.cuda.is_available(), persistent_workers=nw > 0,
+                        prefetch_factor=4 if nw > 0 else None,     # uint8 batches are small: keep more in flight
                         drop_last=shuffle and len(ds) % self.bs == 1)   # a batch of 1 breaks BatchNorm
         return Loader(dl, ds.tfm) if isinstance(ds, ImageDataset) else dl
 
