@@ -239,10 +239,6 @@ def _apply_fast(aug, img, u):
     angle = _f32(u * _f32(hi - lo) + lo)               # exactly torch's float32 `uniform_(lo, hi)` from the same draw
     return img.rotate(angle, _resample(aug.interpolation), aug.expand, fillcolor=_pil_fill(aug.fill, img))
 
-def _apply_pil(aug, img):
-    "`aug(img)` for a PIL image; flips and plain rotations call PIL directly, drawing the same random numbers as torchvision."
-    return _apply_fast(aug, img, torch.rand(1).item()) if _fast(aug) else aug(img)
-
 def _apply_pils(augs, img, us=None):
     "Apply PIL-capable `augs` in order; each run of `_fast` ones draws its random numbers in one `torch.rand(k)` call."
     if us is not None:                                 # all fast, their random numbers drawn already (one per aug)
@@ -286,7 +282,7 @@ class ImageTransform:
     def _encode(self, img, us=None):
         "`encode`, returning a NumPy array when no tensor augmentation ran; `us`: the random numbers of all-fast `augs`."
         if not isinstance(img, Image.Image): img = _open(img, draft=self.sz)
-        n_pil = self._n_pil()
+        n_pil = next((i for i, a in enumerate(self.augs) if not _pil_ok(a)), len(self.augs))   # leading PIL-capable augs
         if img.mode != 'RGB' and (img.mode != 'L' or n_pil < len(self.augs)): img = to_rgb(img)
         if img.size != (self.sz, self.sz): img = img.resize((self.sz, self.sz), Image.BILINEAR)
         if n_pil: img = _apply_pils(self.augs[:n_pil], img, us)
@@ -297,13 +293,6 @@ class ImageTransform:
         x = torch.from_numpy(a)
         for aug in self.augs[n_pil:]: x = aug(x)
         return x if x.dtype == torch.uint8 else x.float().sub(self._m).div(self._s)   # a float aug: normalized here
-
-    def _n_pil(self):
-        "How many leading augmentations run on the PIL image (remembered until `augs` changes)."
-        key = tuple(map(id, self.augs))
-        if getattr(self, '_pil_key', None) != key:
-            self._pil_key, self._pil_n = key, next((i for i, a in enumerate(self.augs) if not _pil_ok(a)), len(self.augs))
-        return self._pil_n
 
     def normalize(self, xb):
         "A batch from `encode`, `uint8` (B, 1 or 3, H, W), as normalized floats (B, 3, H, W); float batches pass through."
