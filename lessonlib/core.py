@@ -40,7 +40,7 @@ def atomic_write(path, mode='wb'):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
     try:
-        with os.fdopen(fd, mode) as f:
+        with os.fdopen(fd, mode, encoding=None if 'b' in mode else 'utf-8') as f:
             yield f
             f.flush(); os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -9,6 +9,7 @@ from pathlib import Path
 import nbformat
 from nbconvert import HTMLExporter
 from nbconvert.preprocessors import ExecutePreprocessor
+from lessonlib.core import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,8 +31,9 @@ def skip_flagged(nb, flags=('slow', 'notest')):
     "Turn cells flagged `#| slow` / `#| notest` into markdown showing their code, so that executing skips them."
     for i, c in enumerate(nb.cells):
         first = [l.replace(' ', '') for l in c.source.splitlines()[:3]]
-        if c.cell_type == 'code' and any(l.startswith('#|') and l[2:] in flags for l in first):
-            nb.cells[i] = nbformat.v4.new_markdown_cell(f'*Not run here (a long cell, marked `slow`):*\n\n```python\n{c.source}\n```')
+        flag = next((l[2:] for l in first if l.startswith('#|') and l[2:] in flags), None)
+        if c.cell_type == 'code' and flag:
+            nb.cells[i] = nbformat.v4.new_markdown_cell(f'*Not run here (a cell marked `{flag}`):*\n\n```python\n{c.source}\n```')
     return nb
 
 def execute_nb(nb, path):
@@ -48,8 +50,8 @@ def render(out=ROOT/'runs'/'demo'/'lessons', execute=False, nbs=ROOT/'nbs'):
         if backend is not None: os.environ['MPLBACKEND'] = backend
     items = '\n'.join(f'<li><a href="{html.escape(pg["file"])}">{html.escape(pg["title"])}</a> '
                       f'<small>({html.escape(pg["notebook"])})</small></li>' for pg in pages)
-    (out/'index.html').write_text(f'<!doctype html><meta charset="utf-8"><title>lessonlib course</title>'
-                                  f'<h1>lessonlib: the course</h1><ol>{items}</ol>\n', encoding='utf-8')
+    atomic_write_text(out/'index.html', f'<!doctype html><meta charset="utf-8"><title>lessonlib course</title>'
+                                        f'<h1>lessonlib: the course</h1><ol>{items}</ol>\n')
     return pages
 
 def _page(p, out, execute):
@@ -58,7 +60,7 @@ def _page(p, out, execute):
     errors = execute_nb(nb, p) if execute and not has_outputs(nb) else 0
     body, _ = HTMLExporter().from_notebook_node(nb)
     page = out/('start.html' if p.stem == 'index' else p.stem + '.html')   # index.html is the course's table of contents
-    tmp = page.with_suffix('.html.tmp'); tmp.write_text(body, encoding='utf-8'); tmp.replace(page)
+    atomic_write_text(page, body)
     return {'file': page.name, 'title': title_of(nb, p.stem), 'notebook': p.name, 'seconds': round(time.time()-t0, 1), 'errors': errors}
 
 if __name__ == '__main__':
