@@ -1,11 +1,12 @@
 """Benchmark: training DataLoader images/s (with augmentation) vs a bare PIL open+convert+resize loop, same files, same run.
 
 Prints one JSON object. Goal (issue #2): loader >= 0.9x the bare loop on 2 cores.
-Usage: python bench/data.py [--sizes 64 128] [--repeats 3] [--num-workers N]
-The figures depend on what else runs on the machine: `loadavg` says how busy it was. `cpu_us_per_image` (CPU time of
-all processes involved) is far less sensitive to that; `projected_idle_2core_ratio` derives the ratio on 2 idle cores from it.
+Usage: python bench/data.py [--sizes 64 128] [--repeats 7] [--num-workers N]
+The figures depend on what else runs on the machine: `loadavg` says how busy it was. Less sensitive to that are
+`cpu_us_per_image` (CPU time of all processes involved; `projected_idle_2core_ratio` derives the ratio on 2 idle
+cores from it) and `median_ratio_of_adjacent_runs` (each loader run against the bare run just before it).
 """
-import argparse, json, os, platform, sys, time
+import argparse, json, os, platform, statistics, sys, time
 import psutil
 from PIL import Image
 import torch
@@ -32,7 +33,7 @@ def loader_epoch(dl):
     for xb, yb in it: n += len(xb)
     return n / (time.perf_counter() - t0), (_cpu(procs) - c0) / n
 
-def main(sizes=(64, 128), repeats=3, num_workers=None):
+def main(sizes=(64, 128), repeats=7, num_workers=None):
     path = get_dataset('fashion-sample')
     augs = [v2.RandomHorizontalFlip(), v2.RandomRotation(10)]
     res = {'bench': 'data', 'dataset': 'fashion-sample (6000 train PNGs, 28x28 grey)', 'cpu_count': os.cpu_count(),
@@ -54,6 +55,7 @@ def main(sizes=(64, 128), repeats=3, num_workers=None):
         r = {'num_workers': dl.num_workers, 'persistent_workers': dl.persistent_workers, 'bs': 64,
              'bare_pil_images_per_s': round(best(bare)), 'loader_images_per_s': round(best(loader)),
              'ratio_loader_over_bare': round(best(loader) / best(bare), 2),
+             'median_ratio_of_adjacent_runs': round(statistics.median(l / b for (b, _), (l, _) in zip(bare, loader)), 2),
              'loader_first_epoch_images_per_s': round(first), 'first_epoch_s': round(first_s, 2),
              'loader_0_workers_images_per_s': round(best(loader0)),
              'ratio_0_workers_over_bare': round(best(loader0) / best(bare), 2),
@@ -74,7 +76,7 @@ def main(sizes=(64, 128), repeats=3, num_workers=None):
 if __name__ == '__main__':
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--sizes', type=int, nargs='+', default=[64, 128])
-    ap.add_argument('--repeats', type=int, default=3)
+    ap.add_argument('--repeats', type=int, default=7)
     ap.add_argument('--num-workers', type=int, default=None)
     a = ap.parse_args()
     main(a.sizes, a.repeats, a.num_workers)

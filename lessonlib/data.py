@@ -216,10 +216,10 @@ def _resample(interp):
     "PIL's resampling filter for torchvision's `interp` (an `InterpolationMode` or, as torchvision stores it, its string), or None."
     return _PIL_RESAMPLE.get(getattr(interp, 'value', interp)) if isinstance(interp, (str, v2.InterpolationMode)) else None
 
-def _pil_fill(fill, img):
-    "torchvision's fill value for a PIL image: an int for grey, one int per channel otherwise."
-    fill = int(fill or 0)
-    return fill if len(img.getbands()) == 1 else (fill,) * len(img.getbands())
+def _pil_fill(fill, mode):
+    "torchvision's fill value for a PIL image of `mode`: an int for grey, one int per channel otherwise."
+    fill, n = int(fill or 0), Image.getmodebands(mode)
+    return fill if n == 1 else (fill,) * n
 
 def _fast(aug):
     "True for the augmentations `encode` applies with one PIL call and one random number: flips, plain rotations."
@@ -230,28 +230,40 @@ def _fast(aug):
 
 _f32 = lambda v: float(np.float32(v))
 
-def _apply_fast(aug, img, u):
-    "Apply the `_fast` augmentation `aug` to `img` given its random number `u` (what `torch.rand(1)` would draw)."
-    if type(aug) is not v2.RandomRotation:             # torchvision flips when rand(1) < p (compared in float32)
-        if u >= _f32(aug.p): return img
-        return img.transpose(Image.FLIP_LEFT_RIGHT if type(aug) is v2.RandomHorizontalFlip else Image.FLIP_TOP_BOTTOM)
+def _fast_args(aug, us):
+    "The per-image arguments of the `_fast` augmentation `aug` from its random numbers `us` (`torch.rand` draws): flip flags or angles."
+    u = np.asarray(us, np.float64)                     # float32 draws, held exactly
+    if type(aug) is not v2.RandomRotation: return (u < _f32(aug.p)).tolist()   # torchvision flips when rand(1) < p, in float32
     lo, hi = _f32(aug.degrees[0]), _f32(aug.degrees[1])
-    angle = _f32(u * _f32(hi - lo) + lo)               # exactly torch's float32 `uniform_(lo, hi)` from the same draw
-    return img.rotate(angle, _resample(aug.interpolation), aug.expand, fillcolor=_pil_fill(aug.fill, img))
+    return (u * _f32(hi - lo) + lo).astype(np.float32).tolist()   # exactly torch's float32 `uniform_(lo, hi)` of the same draw
 
-def _apply_pils(augs, img, us=None):
+def _fast_fn(aug, mode):
+    "The `_fast` augmentation `aug` as a function `(img, arg) -> img` on PIL images of `mode`, its settings read once."
+    if type(aug) is v2.RandomRotation:
+        resample, expand, fill = _resample(aug.interpolation), aug.expand, _pil_fill(aug.fill, mode)
+        return lambda img, angle: img.rotate(angle, resample, expand, fillcolor=fill)
+    how = Image.FLIP_LEFT_RIGHT if type(aug) is v2.RandomHorizontalFlip else Image.FLIP_TOP_BOTTOM
+    return lambda img, flip: img.transpose(how) if flip else img
+
+def _apply_fast(aug, img, a):
+    "Apply the `_fast` augmentation `aug` to `img`, given its argument `a` from `_fast_args` (a flip flag or an angle)."
+    return _fast_fn(aug, img.mode)(img, a)
+
+def _apply_pils(augs, img):
     "Apply PIL-capable `augs` in order; each run of `_fast` ones draws its random numbers in one `torch.rand(k)` call."
-    if us is not None:                                 # all fast, their random numbers drawn already (one per aug)
-        for aug, u in zip(augs, us, strict=True): img = _apply_fast(aug, img, u)
-        return img
     i, n = 0, len(augs)
     while i < n:
         j = i
         while j < n and _fast(augs[j]): j += 1
         if j == i: img = augs[i](img); i += 1; continue
-        for aug, u in zip(augs[i:j], torch.rand(j - i).tolist()): img = _apply_fast(aug, img, u)  # = j-i rand(1) calls
+        for aug, u in zip(augs[i:j], torch.rand(j - i).tolist()): img = _apply_fast(aug, img, _fast_args(aug, [u])[0])  # = j-i rand(1) calls
         i = j
     return img
+
+def _pixels(img):
+    "A writable `uint8` array (channels, H, W) of an L or RGB PIL image."
+    a = np.array(img)
+    return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
 
 # %% ../nbs/00_data.ipynb #8ddc1185
 class ImageTransform:
@@ -279,16 +291,15 @@ class ImageTransform:
         x = self._encode(img)
         return torch.from_numpy(x) if isinstance(x, np.ndarray) else x
 
-    def _encode(self, img, us=None):
-        "`encode`, returning a NumPy array when no tensor augmentation ran; `us`: the random numbers of all-fast `augs`."
+    def _encode(self, img):
+        "`encode`, returning a NumPy array when no tensor augmentation ran."
         if not isinstance(img, Image.Image): img = _open(img, draft=self.sz)
         n_pil = next((i for i, a in enumerate(self.augs) if not _pil_ok(a)), len(self.augs))   # leading PIL-capable augs
         if img.mode != 'RGB' and (img.mode != 'L' or n_pil < len(self.augs)): img = to_rgb(img)
         if img.size != (self.sz, self.sz): img = img.resize((self.sz, self.sz), Image.BILINEAR)
-        if n_pil: img = _apply_pils(self.augs[:n_pil], img, us)
+        if n_pil: img = _apply_pils(self.augs[:n_pil], img)
         if img.mode not in ('RGB', 'L'): img = to_rgb(img)
-        a = np.array(img)                                  # a writable copy of the pixels
-        a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+        a = _pixels(img)
         if n_pil == len(self.augs): return a
         x = torch.from_numpy(a)
         for aug in self.augs[n_pil:]: x = aug(x)
@@ -424,16 +435,24 @@ class _Encoded(Dataset):
     "The items of an `ImageDataset` as `uint8` tensors (see `ImageDataset.encoded`)."
     def __init__(self, ds): self.ds = ds
     def __len__(self): return len(self.ds)
-    def __getitem__(self, i, us=None):               # NumPy in, NumPy out: no per-item torch calls in the workers
+    def __getitem__(self, i):                        # NumPy in, NumPy out: no per-item torch calls in the workers
         img, j = self.ds._load(i)
-        return self.ds.tfm._encode(img, us), self.ds.y[j]
+        return self.ds.tfm._encode(img), self.ds.y[j]
 
     def __getitems__(self, idxs):
         "A batch of items (the DataLoader asks for it); if every augmentation is a fast one, one `torch.rand` call draws for all."
-        augs = self.ds.tfm.augs
-        if not augs or not all(map(_fast, augs)): return [self[i] for i in idxs]
-        us = torch.rand(len(idxs), len(augs)).tolist()   # the same numbers, in the same order, as one rand(1) per aug per image
-        return [self.__getitem__(i, u) for i, u in zip(idxs, us)]
+        tfm, augs, sz = self.ds.tfm, self.ds.tfm.augs, (self.ds.tfm.sz, self.ds.tfm.sz)
+        if not all(map(_fast, augs)): return [self[i] for i in idxs]
+        us = torch.rand(len(idxs), len(augs)).numpy()   # the same numbers, in the same order, as one rand(1) per aug per image
+        args = list(zip(*[_fast_args(aug, us[:, k]) for k, aug in enumerate(augs)])) or [()] * len(idxs)
+        fns, items = {}, []                              # what `_encode` does, with each aug's settings read once per batch
+        for i, a in zip(idxs, args):
+            img, j = self.ds._load(i)                    # an L or RGB image
+            if img.mode not in fns: fns[img.mode] = [_fast_fn(aug, img.mode) for aug in augs]
+            if img.size != sz: img = img.resize(sz, Image.BILINEAR)
+            for f, x in zip(fns[img.mode], a): img = f(img, x)
+            items.append((_pixels(img), self.ds.y[j]))
+        return items
 
 # %% ../nbs/00_data.ipynb #ec12d677
 def collate(batch):
@@ -441,7 +460,7 @@ def collate(batch):
     xs, ys = zip(*batch)
     xs = [x.numpy() if torch.is_tensor(x) else x for x in xs]
     if len({x.shape for x in xs}) > 1: xs = [np.broadcast_to(x, (3, *x.shape[1:])) if x.shape[0] == 1 else x for x in xs]
-    xb, yb = np.stack(xs), np.stack([np.asarray(y) for y in ys])
+    xb, yb = np.stack(xs), np.stack(ys)
     if torch.utils.data.get_worker_info() is not None: return xb, yb   # a worker: NumPy arrays travel by pipe, cheaper
     return torch.from_numpy(xb), torch.from_numpy(yb)                  # than a shared-memory segment per small tensor
 
