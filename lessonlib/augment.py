@@ -15,6 +15,7 @@ import torchvision.transforms.v2 as T
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
 import matplotlib.pyplot as plt
+from .core import subplots
 from .data import ImageTransform, open_image
 from .models import get_arch
 
@@ -175,7 +176,7 @@ def show_augs(item_or_image_or_path, tfms, n=6, rows=2, seed=None, ds=None, titl
     batch = torch.cat([val(img)[None], get_augs(img, trn, n - 1, seed=seed)]) if n > 1 else val(img)[None]
     ims = val.denorm(batch)
     cols = math.ceil(n / rows)
-    fig, axs = plt.subplots(rows, cols, figsize=figsize or (2.2 * cols, 2.3 * rows + 0.4), squeeze=False)
+    fig, axs = subplots(rows, cols, figsize=figsize or (2.2 * cols, 2.3 * rows + 0.4), squeeze=False)
     for i, ax in enumerate(axs.flat):
         ax.axis('off')
         if i < n: ax.imshow(ims[i]); ax.set_title('original' if i == 0 else f'aug {i}', fontsize=10)

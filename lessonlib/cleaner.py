@@ -11,7 +11,7 @@ import os, json, csv, io, hashlib, shutil, warnings, datetime, math
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
-from .core import atomic_write, atomic_write_json
+from .core import atomic_write, atomic_write_json, subplots
 
 # %% ../nbs/08_cleaner.ipynb #a6aed624
 TRASH = '.lessonlib-trash'   # the cleaner's folder inside the dataset root: trash, journal, saved choices
@@ -780,11 +780,10 @@ ImageClassifierCleaner.delete, ImageClassifierCleaner.change = _delete, _change
 # %% ../nbs/08_cleaner.ipynb #99c713ab
 def _show_static(self, split='valid', cls=None, n=None, ncols=5, by='loss', figsize=None):
     "The non-widget path: a grid Figure of the most suspicious images of `split` / class `cls`, titled with file names."
-    import matplotlib.pyplot as plt
     keys = self.view(split, cls, by)[:n or self.max_n]
     if not keys: raise ValueError(f'no images for split={split!r}, cls={cls!r}')
     rows = math.ceil(len(keys) / ncols)
-    fig, axs = plt.subplots(rows, ncols, figsize=figsize or (ncols * 2.1, rows * 2.5), squeeze=False)
+    fig, axs = subplots(rows, ncols, figsize=figsize or (ncols * 2.1, rows * 2.5), squeeze=False)
     for ax in axs.flat: ax.axis('off')
     for ax, k in zip(axs.flat, keys):
         it = self.items[k]

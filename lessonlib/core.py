@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['default_device', 'set_seed', 'progress', 'atomic_write', 'atomic_write_text', 'atomic_write_json', 'patch_to',
-           'patch']
+           'patch', 'subplots']
 
 # %% ../nbs/00_core.ipynb #cbafd68c
 import os, random, tempfile, contextlib, json
@@ -69,3 +69,11 @@ def patch_to(cls, as_classmethod=False):
 def patch(f):
     "Attach `f` as a method of the class named in its `self` annotation."
     return patch_to(f.__annotations__['self'])(f)
+
+# %% ../nbs/00_core.ipynb #248b564b
+def subplots(*args, **kwargs):
+    "`plt.subplots(*args, **kwargs)`, but pyplot does not keep the figure: Jupyter shows it once, when returned."
+    import matplotlib.pyplot as plt
+    fig, axs = plt.subplots(*args, **kwargs)
+    plt.close(fig)
+    return fig, axs

@@ -970,10 +970,10 @@ def restarts(n_batches, n_cycle, cycle_len=1, cycle_mult=1):
 
 def _sgdr_plot(ax=None, figsize=(6, 3.5)):
     "lr per iteration of a fit with 3 cycles (cycle_len=2, cycle_mult=1, 20 batches per epoch), epochs dotted."
-    import matplotlib.pyplot as plt
+    from lessonlib.core import subplots       # here, not at the top: importing the exercises stays light
     nb, lens = 20, [2, 2, 2]
     lrs = np.concatenate([(1 + np.cos(np.pi * np.arange(l * nb) / (l * nb))) / 2 * 1e-2 for l in lens])
-    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=figsize)
+    fig, ax = (ax.figure, ax) if ax is not None else subplots(figsize=figsize)
     ax.plot(lrs)
     for e in range(1, sum(lens)): ax.axvline(e * nb, color='grey', ls=':', lw=0.8)
     ax.set_xlabel('iteration'); ax.set_ylabel('learning rate'); ax.set_title('learn.sched.plot_lr() (epoch ends dotted)')
@@ -1037,9 +1037,9 @@ def _lr_band(lrs, losses):
 
 def _lr_plot(ax=None, figsize=(6, 3.5)):
     "The lr_find curve of this exercise, on a log axis."
-    import matplotlib.pyplot as plt
+    from lessonlib.core import subplots       # here, not at the top: importing the exercises stays light
     lrs, losses = _lr_curve()
-    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=figsize)
+    fig, ax = (ax.figure, ax) if ax is not None else subplots(figsize=figsize)
     ax.plot(lrs, losses); ax.set_xscale('log')
     ax.set_xlabel('learning rate (log scale)'); ax.set_ylabel('loss (smoothed)'); ax.set_title('learn.sched.plot()')
     ax.grid(True, which='major', alpha=0.3)
@@ -1287,8 +1287,8 @@ _CM = np.array([[85, 2, 1, 12], [3, 80, 9, 8], [1, 11, 83, 5], [17, 7, 6, 70]])
 
 def _cm_plot(ax=None, figsize=(4.5, 4)):
     "The confusion matrix of this exercise."
-    import matplotlib.pyplot as plt
-    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=figsize)
+    from lessonlib.core import subplots       # here, not at the top: importing the exercises stays light
+    fig, ax = (ax.figure, ax) if ax is not None else subplots(figsize=figsize)
     ax.imshow(_CM, cmap='Blues')
     for i in range(4):
         for j in range(4): ax.text(j, i, _CM[i, j], ha='center', va='center', color='white' if _CM[i, j] > 50 else 'black')

@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt
 import matplotlib.colors as mcolors
 import matplotlib.ticker as mticker
 from PIL import Image
+from .core import subplots
 from .data import open_image
 
 # %% ../nbs/07_interpret.ipynb #0f17f252
@@ -127,7 +128,7 @@ def plot_confusion_matrix(self, normalize=False, title='Confusion matrix', cmap=
     if normalize: sub = sub / np.maximum(cm[idx].sum(1, keepdims=True), 1)
     labels, n = [self.classes[i] for i in idx], len(idx)
     size, font = _cm_layout(n, labels)
-    if ax is None: fig, ax = plt.subplots(figsize=figsize or size, layout='constrained')
+    if ax is None: fig, ax = subplots(figsize=figsize or size, layout='constrained')
     else: fig = ax.figure
     if gamma is None: gamma = 0.5 if n > 20 else 1.    # with many classes, make the rare mistakes visible
     norm = mcolors.PowerNorm(gamma, vmin=0, vmax=max(sub.max(), 1e-9)) if gamma != 1 else None
@@ -191,7 +192,7 @@ def _image_grid(self, idxs, titles, suptitle, figsize=None, ncols=None):
     n = len(idxs)
     ncols = ncols or min(max(n, 1), math.ceil(math.sqrt(max(n, 1))))
     nrows = max(math.ceil(n / ncols), 1)
-    fig, axs = plt.subplots(nrows, ncols, figsize=figsize or (2.6 * ncols, 2.6 * nrows + 0.4), squeeze=False)
+    fig, axs = subplots(nrows, ncols, figsize=figsize or (2.6 * ncols, 2.6 * nrows + 0.4), squeeze=False)
     for ax in axs.flat: ax.axis('off')
     for ax, i, t in zip(axs.flat, idxs, titles):
         ax.imshow(self._image(i)); ax.set_title(t, fontsize=9)
@@ -232,7 +233,7 @@ def plot_most_incorrect(self, cls, k=9, figsize=None):
     name = self.classes[c]
     titles = [f'pred: {self._label_of(i, "pred")}\np({name}) = {self.probs[i, c]:.2f}' for i in idxs]
     if len(idxs) == 0:
-        fig, ax = plt.subplots(figsize=figsize or (4, 1.5)); ax.axis('off')
+        fig, ax = subplots(figsize=figsize or (4, 1.5)); ax.axis('off')
         ax.text(0.5, 0.5, f'No incorrect photos of class {name}', ha='center', va='center')
         return fig
     return self._image_grid(idxs, titles, f'Most incorrect {name} ({len(idxs)} shown)', figsize)
@@ -244,10 +245,10 @@ def plot_confused_pairs(self, k=4, n=5, figsize=None):
     "For each of the `k` most confused (actual, predicted) pairs, a row of up to `n` of its photos; returns the Figure."
     pairs = self.most_confused()[:k]
     if not pairs:
-        fig, ax = plt.subplots(figsize=figsize or (4, 1.5)); ax.axis('off')
+        fig, ax = subplots(figsize=figsize or (4, 1.5)); ax.axis('off')
         ax.text(0.5, 0.5, 'No mistakes to show', ha='center', va='center')
         return fig
-    fig, axs = plt.subplots(len(pairs), n, figsize=figsize or (2.0 * n, 2.2 * len(pairs)), squeeze=False)
+    fig, axs = subplots(len(pairs), n, figsize=figsize or (2.0 * n, 2.2 * len(pairs)), squeeze=False)
     for row, (a, p, count) in zip(axs, pairs):
         ia, ip = self.classes.index(a), self.classes.index(p)
         idxs = np.flatnonzero((self.targets == ia) & (self.preds == ip))
@@ -289,7 +290,7 @@ def plot_per_class_counts(self, thresh=None, figsize=None, ax=None):
     "Horizontal bars of TP / FP / FN per class (the classes on the y axis); returns the Figure."
     counts = self.multilabel_confusion_matrix(thresh)
     c = len(self.classes)
-    if ax is None: fig, ax = plt.subplots(figsize=figsize or (7, 1.5 + 0.45 * min(c, 40)), layout='constrained')
+    if ax is None: fig, ax = subplots(figsize=figsize or (7, 1.5 + 0.45 * min(c, 40)), layout='constrained')
     else: fig = ax.figure
     y, h = np.arange(c), 0.27
     for k, (name, vals, col) in enumerate([('true positive', counts[:, 1, 1], 'tab:green'),
@@ -341,7 +342,7 @@ def plot_gradcam(learn, img, target=None, layer=None, alpha=0.45, cmap='jet', fi
     p = (out.sigmoid() if getattr(learn.data, 'is_multi', False) else out.softmax(-1))[target].item()
     heat = F.interpolate(torch.tensor(cam)[None, None], size=x.shape[-2:], mode='bilinear', align_corners=False)[0, 0]
     shown = tfm.denorm(x[0].cpu())
-    fig, axs = plt.subplots(1, 2, figsize=figsize)
+    fig, axs = subplots(1, 2, figsize=figsize)
     axs[0].imshow(shown); axs[0].set_title('photo')
     axs[1].imshow(shown); axs[1].imshow(heat.numpy(), cmap=cmap, alpha=alpha, vmin=0, vmax=1)
     axs[1].set_title(f'Grad-CAM: {classes[target]} ({p:.2f})')

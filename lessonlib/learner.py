@@ -17,7 +17,7 @@ from PIL import Image
 
 # %% ../nbs/02_learner.ipynb #c54229d6
 import lessonlib
-from .core import default_device, progress, atomic_write, patch
+from .core import default_device, progress, atomic_write, patch, subplots
 from .data import ImageTransform, open_image
 from .models import get_arch, model_meta, create_cnn, layer_groups
 from .schedules import Recorder, fit_schedule
@@ -229,9 +229,8 @@ def layer_summary(self:ConvLearner, lrs=None):
 @patch
 def plot_layer_groups(self:ConvLearner, ax=None, figsize=(6, 2.2)):
     "Bar chart of each layer group's parameters, trainable part in colour, frozen part in grey."
-    import matplotlib.pyplot as plt
     s = self.layer_summary().rows
-    if ax is None: fig, ax = plt.subplots(figsize=figsize); plt.close(fig)  # shown once, when returned
+    if ax is None: fig, ax = subplots(figsize=figsize)
     else: fig = ax.figure
     y = np.arange(len(s))[::-1]
     ax.barh(y, [r['params'] - r['trainable'] for r in s], color='lightgrey', label='frozen')

@@ -10,15 +10,12 @@ __all__ = ['Sched', 'sched_const', 'sched_lin', 'sched_cos', 'sched_exp', 'sched
 # %% ../nbs/04_schedules.ipynb #81fc24bb
 import math
 import numpy as np
+from .core import subplots
 
 # %% ../nbs/04_schedules.ipynb #04dbd024
 def _fig_ax(ax=None, figsize=(7, 3)):
-    "A new Figure and Axes, or `ax` and its figure. The new one is closed in pyplot so Jupyter shows it once."
-    if ax is not None: return ax.figure, ax
-    import matplotlib.pyplot as plt   # loads Jupyter's inline backend, which knows how to show a Figure
-    fig, ax = plt.subplots(figsize=figsize, layout='constrained')
-    plt.close(fig)
-    return fig, ax
+    "A new Figure and Axes (not kept by pyplot: Jupyter shows it once), or `ax` and its figure."
+    return (ax.figure, ax) if ax is not None else subplots(figsize=figsize, layout='constrained')
 
 def _mark_epochs(ax, epoch_ends, n_iters):
     "A dotted grey line between the last step of one epoch and the first of the next."

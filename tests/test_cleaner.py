@@ -518,7 +518,7 @@ def test_widget_text_fallback_and_static_path(tmp_path):
     assert isinstance(fig, matplotlib.figure.Figure)
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert titles[0].startswith('coat0.png') and len(titles) == 3 and w.static_keys[0] == 'valid/Coat/coat0.png'
-    plt.close(fig)
+    assert fig.number not in plt.get_fignums()                             # pyplot keeps it not: Jupyter shows it once
     t = w.choices_template('valid', 'Coat')
     assert t == {'valid/Coat/coat0.png': 'keep', 'valid/Coat/coat1.png': 'keep', 'valid/Coat/coat2.png': 'keep'}
     t['valid/Coat/coat0.png'] = 'delete'; t['valid/Coat/coat1.png'] = 'Bag'
