@@ -310,8 +310,12 @@ class ImageTransform:
     def normalize(self, xb):
         "A batch from `encode`, `uint8` (B, 1 or 3, H, W), as normalized floats (B, 3, H, W); float batches pass through."
         if xb.dtype != torch.uint8: return xb
-        out = xb.numpy().astype(np.float32) * self._scale[None]   # v/(255 std), in float32: grey broadcasts to 3 channels
-        out += self._shift[None]                                   # - mean/std
+        x = xb.numpy()
+        if x.shape[1] == 1 and len(set(self.mean)) == len(set(self.std)) == 1:   # grey, one mean/std for all channels:
+            g = x.astype(np.float32); g *= self._scale[0, 0, 0]; g += self._shift[0, 0, 0]   # one channel's worth of
+            return torch.from_numpy(np.repeat(g, 3, axis=1))                          # arithmetic, copied three times
+        out = x.astype(np.float32) * self._scale[None]   # v/(255 std), in float32: grey broadcasts to 3 channels
+        out += self._shift[None]                          # - mean/std
         return torch.from_numpy(out)
 
     def describe(self):
