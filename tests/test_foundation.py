@@ -54,3 +54,11 @@ def test_export_leaves_the_install_stamp_valid():
     r = subprocess.run([str(exe)], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     assert [p.stat().st_mtime_ns for p in deps] == before, 'nbdev_export rewrote a file the install stamp depends on'
+
+def test_notebook_cell_ids_are_unique():
+    "nbformat silently renumbers repeated cell ids on every read, so a repeat would churn the notebooks and the exports."
+    import json, collections
+    for nb in sorted((ROOT/'nbs').glob('*.ipynb')):
+        ids = [c.get('id') for c in json.loads(nb.read_text())['cells']]
+        assert None not in ids, nb.name
+        assert not [k for k, n in collections.Counter(ids).items() if n > 1], nb.name
