@@ -133,12 +133,13 @@ def _run_jobs(feature_fn, jobs, done, make_store, bs, num_workers, device, tdtyp
                 yield name, file, base + row, row, xb
                 row += len(xb)
     store, last = None, time.monotonic()
-    for name, file, frow, row, xb in progress(batches(), total=total, desc='precompute'):
-        with torch.inference_mode(): out = feature_fn(xb.to(device, non_blocking=True)).flatten(1).to('cpu', tdtype)
-        if store is None: store = make_store(out.shape[1])
-        store.write(file, frow, out.numpy())
-        done[name] = row + len(out)
-        if checkpoint and time.monotonic() - last >= CHECKPOINT_SECS: checkpoint(store); last = time.monotonic()
+    with torch.random.fork_rng(devices=[]):    # a DataLoader draws its seed: building must not move the caller's numbers
+        for name, file, frow, row, xb in progress(batches(), total=total, desc='precompute'):
+            with torch.inference_mode(): out = feature_fn(xb.to(device, non_blocking=True)).flatten(1).to('cpu', tdtype)
+            if store is None: store = make_store(out.shape[1])
+            store.write(file, frow, out.numpy())
+            done[name] = row + len(out)
+            if checkpoint and time.monotonic() - last >= CHECKPOINT_SECS: checkpoint(store); last = time.monotonic()
     return store
 
 # %% ../nbs/03_precompute.ipynb #8b36c665

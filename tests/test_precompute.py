@@ -99,6 +99,15 @@ def test_features_equal_direct_forward(root, tmp_path):
     eq(c2.verify(), [])
     assert 'reused' in c2.describe() and str(c.path) in repr(c2)
 
+def test_building_leaves_the_random_numbers_alone(root, tmp_path):
+    "Same seed, same training afterwards, whether the cache was built in this run or found on disk."
+    after = []
+    for status in ('built', 'reused'):
+        torch.manual_seed(0)
+        c = ActivationCache.build_or_open(body(), datasets(root), {'arch': 'tiny'}, tmp_path/'c', bs=5, num_workers=2)
+        eq(c.status, status); after.append(torch.rand(3))
+    eq(after[0], after[1])
+
 def test_default_cache_dir_is_under_the_dataset(tmp_path):
     r = make_images(tmp_path/'data', n_per_class=2)
     c = ActivationCache.build_or_open(body(), datasets(r), {}, None)
