@@ -14,7 +14,6 @@ import torch
 import torchvision.transforms.v2 as T
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
-import matplotlib.pyplot as plt
 from .core import subplots
 from .data import ImageTransform, open_image
 from .models import get_arch

@@ -447,7 +447,8 @@ class _Encoded(Dataset):
 
     def __getitems__(self, idxs):
         "A batch of items (the DataLoader asks for it); if every augmentation is a fast one, one `torch.rand` call draws for all."
-        tfm, augs, sz = self.ds.tfm, self.ds.tfm.augs, (self.ds.tfm.sz, self.ds.tfm.sz)
+        tfm = self.ds.tfm
+        augs, sz = tfm.augs, (tfm.sz, tfm.sz)
         if not all(map(_fast, augs)): return [self[i] for i in idxs]
         us = torch.rand(len(idxs), len(augs)).numpy()   # the same numbers, in the same order, as one rand(1) per aug per image
         args = list(zip(*[_fast_args(aug, us[:, k]) for k, aug in enumerate(augs)])) or [()] * len(idxs)
