@@ -10,6 +10,7 @@ STAMP := $(VENV)/.installed
 setup: $(STAMP) system
 
 $(STAMP): setup.py settings.ini constraints.txt pyproject.toml
+	@$(PY) -c "import torch" 2>/dev/null || tools/check_disk.sh 7
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) --upgrade "pip>=23.2"
 	$(PIP) torch==2.14.1 torchvision==0.29.1

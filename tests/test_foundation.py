@@ -62,3 +62,13 @@ def test_notebook_cell_ids_are_unique():
         ids = [c.get('id') for c in json.loads(nb.read_text())['cells']]
         assert None not in ids, nb.name
         assert not [k for k, n in collections.Counter(ids).items() if n > 1], nb.name
+
+def test_disk_check_refuses_before_installing(tmp_path):
+    "The first install stops with a clear message when the disk cannot hold torch, and passes when it can."
+    import subprocess
+    tool = str(ROOT/'tools'/'check_disk.sh')
+    r = subprocess.run([tool, '100000000', str(tmp_path)], capture_output=True, text=True)
+    assert r.returncode == 1 and 'needs about 100000000 GB free' in r.stderr and 'nothing was installed' in r.stderr
+    r = subprocess.run([tool, '0', str(tmp_path)], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stderr == ''
+    assert 'tools/check_disk.sh' in (ROOT/'Makefile').read_text()
