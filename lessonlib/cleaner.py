@@ -11,7 +11,7 @@ import os, json, csv, io, hashlib, shutil, warnings, datetime, math
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
-from .core import atomic_write, atomic_write_json, subplots
+from .core import atomic_write, atomic_write_json, subplots, user_stacklevel
 
 # %% ../nbs/08_cleaner.ipynb #a6aed624
 TRASH = '.lessonlib-trash'   # the cleaner's folder inside the dataset root: trash, journal, saved choices
@@ -143,7 +143,7 @@ class DatasetCleaner:
             if not _inside(self.root, self.root/it.rel): outside.append(it.rel); continue
             self.items[Path(it.rel).as_posix()] = it
         if outside: warnings.warn(f'{len(outside)} file(s) point outside the dataset root {self.root} and are refused: '
-                                  + ', '.join(outside[:5]))
+                                  + ', '.join(outside[:5]), stacklevel=user_stacklevel())
         self.outside = outside
         self.state_dir = self.root/TRASH
         self.journal = Journal(self.state_dir/'journal.jsonl')
@@ -179,7 +179,8 @@ def _from_csv(cls, root, folder='train', csv_fname='labels.csv', suffix='', val_
         if not _inside(root.resolve(), root/rel):
             outside.append(f'line {i+2}: {r[ic]!r}'); continue
         items.append(CleanItem(rel, 'valid' if i in val else 'train', r[lc])); classes.add(r[lc])
-    if outside: warnings.warn(f'{root/csv_fname}: entries pointing outside the dataset root are refused: ' + ', '.join(outside))
+    if outside: warnings.warn(f'{root/csv_fname}: entries pointing outside the dataset root are refused: ' + ', '.join(outside),
+                              stacklevel=user_stacklevel())
     return cls(root, items, sorted(classes), layout='csv', csv_path=csv_fname, folder=folder)
 
 DatasetCleaner.from_folder = classmethod(_from_folder)
@@ -232,7 +233,8 @@ def _load_choices(self, fname=None):
     for k, v in saved.items():
         try: self.mark(k, v); n += 1
         except (KeyError, ValueError): skipped.append(k)
-    if skipped: warnings.warn(f'{fname}: {len(skipped)} choice(s) skipped (file gone or class unknown): {", ".join(skipped[:5])}')
+    if skipped: warnings.warn(f'{fname}: {len(skipped)} choice(s) skipped (file gone or class unknown): {", ".join(skipped[:5])}',
+                              stacklevel=user_stacklevel())
     return n
 
 DatasetCleaner.save_choices, DatasetCleaner.load_choices = _save_choices, _load_choices

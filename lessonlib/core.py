@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['default_device', 'set_seed', 'progress', 'atomic_write', 'atomic_write_text', 'atomic_write_json', 'patch_to',
-           'patch', 'subplots']
+           'patch', 'subplots', 'user_stacklevel']
 
 # %% ../nbs/00_core.ipynb #cbafd68c
 import os, random, tempfile, contextlib, json
@@ -77,3 +77,15 @@ def subplots(*args, **kwargs):
     fig, axs = plt.subplots(*args, **kwargs)
     plt.close(fig)
     return fig, axs
+
+# %% ../nbs/00_core.ipynb #9e5bcd70
+def user_stacklevel():
+    "The `stacklevel` for `warnings.warn` that names the first caller outside lessonlib (like pandas' `find_stack_level`)."
+    import inspect, lessonlib
+    pkg = os.path.dirname(os.path.abspath(lessonlib.__file__)) + os.sep
+    frame, n = inspect.currentframe().f_back, 1      # level 1 is the function that calls `warnings.warn`
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(pkg):
+        frame, n = frame.f_back, n + 1
+    found = frame is not None
+    del frame
+    return n if found else 1

@@ -20,7 +20,7 @@ from torch.utils.data import Dataset, DataLoader
 import torchvision.transforms.v2 as v2
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
-from .core import progress, atomic_write, patch_to
+from .core import progress, atomic_write, patch_to, user_stacklevel
 
 # %% ../nbs/00_data.ipynb #8164aaa3
 CLASSES = ['T-shirt', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle-boot']
@@ -394,7 +394,7 @@ class ImageDataset(Dataset):
         self.fnames = [f for f, k in zip(self.fnames, keep) if k]; self.y = self.y[keep]
         lines = '\n'.join(f'  {f}: {p}' for f, p in bad[:20])
         more = f'\n  … and {len(bad)-20} more (see .bad_files)' if len(bad) > 20 else ''
-        warnings.warn(f'skipped {len(bad)} unusable image file(s):\n{lines}{more}', stacklevel=3)
+        warnings.warn(f'skipped {len(bad)} unusable image file(s):\n{lines}{more}', stacklevel=user_stacklevel())
 
     def get_image(self, i):
         "The `i`-th image as an RGB PIL image (no transform)."
@@ -527,7 +527,7 @@ def _folder_split(root, name, arg):
     empty = [str(d/c) for c, fs in classes.items() if not fs]
     if empty: raise ValueError(f'empty class folder(s), no images in: {empty}')
     loose = [p.name for p, is_dir in kids if not is_dir]
-    if loose: warnings.warn(f'{d}: ignored {len(loose)} file(s) outside the class folders: {loose[:5]}', stacklevel=3)
+    if loose: warnings.warn(f'{d}: ignored {len(loose)} file(s) outside the class folders: {loose[:5]}', stacklevel=user_stacklevel())
     return classes
 
 def _labelled(classes, split):

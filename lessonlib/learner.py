@@ -17,7 +17,7 @@ from PIL import Image
 
 # %% ../nbs/02_learner.ipynb #c54229d6
 import lessonlib
-from .core import default_device, progress, atomic_write, patch, subplots
+from .core import default_device, progress, atomic_write, patch, subplots, user_stacklevel
 from .data import ImageTransform, open_image
 from .models import get_arch, model_meta, create_cnn, layer_groups
 from .schedules import Recorder, fit_schedule
@@ -470,7 +470,7 @@ def TTA(self:ConvLearner, n_aug=4, ds='valid'):
     dset = self._get_ds(ds)
     trn_tfm = self.data.tfms[0]
     if n_aug and not getattr(trn_tfm, 'is_aug', True):
-        warnings.warn('TTA: the training transform has no augmentation, so every view is the same image')
+        warnings.warn('TTA: the training transform has no augmentation, so every view is the same image', stacklevel=user_stacklevel())
     logits, y = self._get_outputs(dset, desc='TTA original')
     probs = self._log_probs(logits).exp()
     aug_ds = dset.with_tfm(trn_tfm)

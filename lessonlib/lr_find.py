@@ -9,7 +9,7 @@ __all__ = ['lr_sweep', 'LRSuggestions', 'suggest_lrs', 'LRFinder', 'lr_find']
 import math, random, textwrap, warnings
 import numpy as np
 import torch
-from .core import progress
+from .core import progress, user_stacklevel
 from .schedules import Recorder, _fig_ax, _smooth
 
 # %% ../nbs/05_lr_find.ipynb #8188e5b6
@@ -194,5 +194,5 @@ def lr_find(learn,            # a ConvLearner (or any object with its training i
     finally:
         learn.restore(snap)
         _set_rng_state(rng)
-    if not math.isfinite(rec.losses[0]): warnings.warn(f'lr_find: {rec.stop_reason}', stacklevel=2)
+    if not math.isfinite(rec.losses[0]): warnings.warn(f'lr_find: {rec.stop_reason}', stacklevel=user_stacklevel())
     return rec.suggest()

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
-from .core import default_device, progress, atomic_write_json
+from .core import default_device, progress, atomic_write_json, user_stacklevel
 from .data import default_workers
 
 # %% ../nbs/03_precompute.ipynb #c54229d6
@@ -156,7 +156,7 @@ def warn_augs_ignored(tfm, n_augs=0):
         _AUG_WARNED.add(k)
         warnings.warn("Data augmentation has no effect while precompute is on: the cached activations come from the "
                       "un-augmented training images. Use precompute_augs=K (n_augs=K) to cache K augmented views per "
-                      "image, or turn precompute off to train on augmented images.", PrecomputeAugWarning, stacklevel=2)
+                      "image, or turn precompute off to train on augmented images.", PrecomputeAugWarning, stacklevel=user_stacklevel())
     return True
 
 class _SeededView(torch.utils.data.Dataset):
@@ -436,7 +436,7 @@ def _build_or_open(cls, feature_fn, datasets, key_parts=None, cache_dir=None, dt
             _update_index(cache_dir, final.name, root)
             return cls(final, m, targets, seed=seed)
     if not build: return None
-    if reason: warnings.warn(f"precompute: corrupted cache detected ({reason}); rebuilding it.", stacklevel=3)
+    if reason: warnings.warn(f"precompute: corrupted cache detected ({reason}); rebuilding it.", stacklevel=user_stacklevel())
     jobs, shapes = _plan(datasets, n_augs, aug_ds, seed)
     def run(done, make_store, ckpt):
         return _run_jobs(feature_fn, jobs, done, make_store, bs, num_workers, device, getattr(torch, dtype), ckpt)
@@ -445,7 +445,7 @@ def _build_or_open(cls, feature_fn, datasets, key_parts=None, cache_dir=None, dt
     try:
         if (err := _not_writable(cache_dir)) is not None:
             warnings.warn(f"precompute: the cache folder {cache_dir} is not writable ({err}); keeping the activations in "
-                          "memory for this session only. Pass cache_dir= a writable folder to keep them.", stacklevel=3)
+                          "memory for this session only. Pass cache_dir= a writable folder to keep them.", stacklevel=user_stacklevel())
             m, arrays = _build_in_memory(run, parts, key, shapes)
             return cls(None, m, targets, arrays=arrays, status='in memory', seed=seed)
         m, resumed = _build_on_disk(run, parts, key, cache_dir, shapes, n_rows)

@@ -41,3 +41,12 @@ def readonly():
     ro = ReadOnly()
     yield ro
     ro.undo()
+
+@pytest.fixture
+def warned_here(request):
+    "`warned_here(rec, text)`: the warnings in `rec` whose message holds `text` exist and name a line of this test file."
+    def check(rec, text):
+        ws = [w for w in rec if text in str(w.message)]
+        assert ws, f'no warning containing {text!r} among {[str(w.message)[:60] for w in rec]}'
+        assert all(w.filename == str(request.path) for w in ws), [(w.filename, w.lineno) for w in ws]
+    return check

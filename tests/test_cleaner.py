@@ -56,7 +56,7 @@ def test_class_named_like_a_choice_is_refused(tmp_path):
         DatasetCleaner(tmp_path, [], ['a', 'delete'])
 
 
-def test_save_load_choices_survive_restart(tmp_path):
+def test_save_load_choices_survive_restart(tmp_path, warned_here):
     root = make_folder(tmp_path/'d')
     cl = DatasetCleaner.from_folder(root)
     cl.mark('train/Coat/coat0.png', 'delete'); cl.mark('valid/Bag/bag1.png', 'Coat')
@@ -66,7 +66,8 @@ def test_save_load_choices_survive_restart(tmp_path):
     assert cl2.load_choices() == 2 and cl2.choices == cl.choices
     (root/'valid/Bag/bag1.png').unlink()                  # gone meanwhile: skipped with a warning
     cl3 = DatasetCleaner.from_folder(root)
-    with pytest.warns(UserWarning, match='1 choice'): assert cl3.load_choices(f) == 1
+    with pytest.warns(UserWarning, match='1 choice') as rec: assert cl3.load_choices(f) == 1
+    warned_here(rec, '1 choice')
     (tmp_path/'bad.json').write_text('[1, 2]')
     with pytest.raises(ValueError, match='not a saved-choices file'): cl3.load_choices(tmp_path/'bad.json')
     with pytest.raises(FileNotFoundError): cl3.load_choices(tmp_path/'none.json')
@@ -360,18 +361,20 @@ def test_csv_changed_after_apply_undo_reverts_only_our_rows(tmp_path):
     assert (root/'train/im2.png').exists() and (root/'train/im9.png').read_bytes() == b'new'
 
 
-def test_csv_entry_outside_root_is_refused(tmp_path):
+def test_csv_entry_outside_root_is_refused(tmp_path, warned_here):
     outside = tmp_path/'x.png'; outside.write_bytes(b'not yours')
     root = make_csv(tmp_path/'a'/'d', extra_rows=['../../../x,Coat'])
-    with pytest.warns(UserWarning, match=r"outside the dataset root are refused: line 8: '\.\./\.\./\.\./x'"):
+    with pytest.warns(UserWarning, match=r"outside the dataset root are refused: line 8: '\.\./\.\./\.\./x'") as rec:
         cl = DatasetCleaner.from_csv(root, 'train', 'labels.csv', suffix='.png')
+    warned_here(rec, 'outside the dataset root')
     assert all('..' not in k for k in cl.items)
     with pytest.raises(ValueError, match='outside the dataset root'): cl.mark('train/../../../x.png', 'delete')
     with pytest.raises(ValueError, match='outside the dataset root'): cl.mark(outside, 'delete')
     # items handed in directly are checked too
-    with pytest.warns(UserWarning, match='outside the dataset root'):
+    with pytest.warns(UserWarning, match='outside the dataset root') as rec:
         cl2 = DatasetCleaner(root, [CleanItem('train/../../../x.png', 'train', 'Coat')], ['Coat', 'Shirt'], 'csv', 'labels.csv', 'train')
     assert cl2.items == {}
+    warned_here(rec, 'outside the dataset root')
     cl.mark('train/im0.png', 'delete'); cl.apply()
     assert outside.read_bytes() == b'not yours'
 

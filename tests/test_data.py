@@ -298,10 +298,11 @@ def test_from_paths_no_class_subfolders(tmp_path):
     _png(tmp_path/'train'/'a.png'); _png(tmp_path/'valid'/'b.png')
     with pytest.raises(ValueError, match='train has no class subfolders.*from_csv'): ImageData.from_paths(tmp_path)
 
-def test_from_paths_loose_files_warn(tmp_path):
+def test_from_paths_loose_files_warn(tmp_path, warned_here):
     root = tiny_folder(tmp_path/'ds'); _png(root/'train'/'stray.png')
-    with pytest.warns(UserWarning, match=r"ignored 1 file\(s\) outside the class folders: \['stray.png'\]"):
+    with pytest.warns(UserWarning, match=r"ignored 1 file\(s\) outside the class folders: \['stray.png'\]") as rec:
         assert len(ImageData.from_paths(root).trn_ds) == 12
+    warned_here(rec, 'outside the class folders')                # the warning names this line, not the library's
 
 def test_from_paths_empty_class(tmp_path):
     root = tiny_folder(tmp_path/'ds'); (root/'train'/'fox').mkdir()
@@ -425,11 +426,12 @@ def test_from_csv_spaces_and_non_ascii(tmp_path):
     assert data.classes == ['Hund', 'Katze'] and len(data.trn_ds) == 4
     assert sum(len(x) for x, _ in data.trn_dl) == 4
 
-def test_from_csv_bad_image_skipped(tmp_path):
+def test_from_csv_bad_image_skipped(tmp_path, warned_here):
     root = tiny_csv(tmp_path, _rows(3))
     (root/'train'/'cat02.png').write_bytes(b'')
-    with pytest.warns(UserWarning, match='(?s)1 unusable.*cat02.png: empty'):
+    with pytest.warns(UserWarning, match='(?s)1 unusable.*cat02.png: empty') as rec:
         data = ImageData.from_csv(root, 'train', 'labels.csv', val_idxs=[0, 3])
+    warned_here(rec, 'unusable')
     assert len(data.trn_ds) == 3 and data.trn_y.tolist() == [0, 1, 1]
 
 # ---------------------------------------------------------------- get_cv_idxs

@@ -237,9 +237,10 @@ def test_predict_and_tta(root, tmp_path):
     assert np.allclose(tta2, np.log(np.mean(views, 0)), atol=1e-5)
 
 
-def test_tta_without_augmentation_warns(root, tmp_path):
+def test_tta_without_augmentation_warns(root, tmp_path, warned_here):
     learn = get_learn(root, tmp_path, augs=False)
-    with pytest.warns(UserWarning, match='no augmentation'): learn.TTA(n_aug=1)
+    with pytest.warns(UserWarning, match='no augmentation') as rec: learn.TTA(n_aug=1)
+    warned_here(rec, 'no augmentation')
 
 
 # ---------------------------------------------------------------- save / load / set_data

@@ -207,9 +207,10 @@ class NaNLearner(TinyLearner):
     def loss_batch(self, xb, yb, opt=None): return float('nan')
 
 
-def test_nan_from_first_step():
+def test_nan_from_first_step(warned_here):
     learn = NaNLearner()
-    with pytest.warns(UserWarning, match='from the first step'): sugg = lr_find(learn, num_it=10)
+    with pytest.warns(UserWarning, match='from the first step') as rec: sugg = lr_find(learn, num_it=10)
+    warned_here(rec, 'from the first step')
     assert tuple(sugg) == (None, None, None) and 'no finite loss' in sugg.note
     assert len(learn.sched.losses) == 1
     fig = learn.sched.plot()

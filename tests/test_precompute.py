@@ -177,10 +177,11 @@ def test_loader_streams_aligned_float32(root, tmp_path):
     eq(yb.tolist(), [0, 1, 2, 3])
     eq(len(c.loader('train', bs=7, drop_last=True)), 3)
 
-def test_unwritable_cache_folder_falls_back_to_memory(root, tmp_path):
+def test_unwritable_cache_folder_falls_back_to_memory(root, tmp_path, warned_here):
     (tmp_path/'afile').write_text('not a folder')
-    with pytest.warns(UserWarning, match='not writable'):
+    with pytest.warns(UserWarning, match='not writable') as rec:
         c = build(root, tmp_path/'afile'/'cache')
+    warned_here(rec, 'not writable')
     eq((c.path, c.status), (None, 'in memory'))
     np.testing.assert_allclose(c.features('train').astype(np.float32), direct(body(), datasets(root)['train']), **TOL)
     xb, yb = next(iter(c.loader('train', bs=4, shuffle=True)))
@@ -201,7 +202,7 @@ def test_readonly_folder(root, tmp_path, readonly):
     eq(list(d.iterdir()), [])                               # nothing was written
 
 @pytest.mark.parametrize('damage', ['flip', 'truncate', 'manifest', 'delete'])
-def test_corrupted_cache_is_detected_and_rebuilt(root, tmp_path, damage):
+def test_corrupted_cache_is_detected_and_rebuilt(root, tmp_path, damage, warned_here):
     c = build(root, tmp_path/'c')
     ref = np.array(c.features('train')); del c
     folder = next(p for p in (tmp_path/'c').iterdir() if p.is_dir())
@@ -211,7 +212,8 @@ def test_corrupted_cache_is_detected_and_rebuilt(root, tmp_path, damage):
     elif damage == 'truncate': f.write_bytes(f.read_bytes()[:-10])
     elif damage == 'manifest': (folder/'manifest.json').write_text('{"key": ')
     else: f.unlink()
-    with pytest.warns(UserWarning, match='corrupted cache detected'): c2 = build(root, tmp_path/'c')
+    with pytest.warns(UserWarning, match='corrupted cache detected') as rec: c2 = build(root, tmp_path/'c')
+    warned_here(rec, 'corrupted cache detected')
     eq(c2.status, 'rebuilt'); eq(c2.verify(), [])
     np.testing.assert_allclose(c2.features('train'), ref, **TOL)
     eq([p.name for p in (tmp_path/'c').iterdir() if p.name.startswith('.')], [])
@@ -248,11 +250,12 @@ def test_ctrl_c_leaves_no_complete_cache_and_resumes(root, tmp_path):
     np.testing.assert_allclose(c.features('train'), ref.features('train'), **TOL)
     eq([p.name for p in (tmp_path/'c').iterdir() if p.name.startswith('.')], [])
 
-def test_augmented_views(root, tmp_path):
+def test_augmented_views(root, tmp_path, warned_here):
     dss = datasets(root)
     ads = aug_ds(dss)
-    with pytest.warns(PrecomputeAugWarning):
+    with pytest.warns(PrecomputeAugWarning) as rec:
         warn_augs_ignored(TinyTfm(16, [T.RandomVerticalFlip()]))
+    warned_here(rec, 'no effect while precompute is on')
     c = build(root, tmp_path/'c', dss=dss, n_augs=3, aug_ds=ads)
     a = c.aug_features()
     eq(a.shape, (3, len(dss['train']), 16))
