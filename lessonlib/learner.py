@@ -65,7 +65,9 @@ def _in_notebook():
         return type(get_ipython()).__name__ == 'ZMQInteractiveShell'
     except Exception: return False
 
-def _fmt(v):
+def _fmt(v, name=''):
+    "One table cell: seconds as mm:ss in the `time` column, floats to 6 places."
+    if name == 'time' and isinstance(v, (int, float)): return f'{int(v) // 60:02d}:{int(v) % 60:02d}'
     if isinstance(v, (int, np.integer)): return str(v)
     if isinstance(v, float): return f'{v:.6f}'
     return str(v)
@@ -82,14 +84,15 @@ class EpochTable:
             else: self.handle.update(HTML(self._repr_html_()))
         else:
             if len(self.rows) == 1: print(self._line(self.names))
-            print(self._line([_fmt(row.get(k, '')) for k in self.names]))
+            print(self._line(self._cells(row)))
+    def _cells(self, row): return [_fmt(row.get(k, ''), k) for k in self.names]
     def _line(self, cells): return '  '.join(f'{c:>10}' for c in cells)
     def _repr_html_(self):
         head = ''.join(f'<th>{n}</th>' for n in self.names)
-        body = ''.join('<tr>' + ''.join(f'<td>{_fmt(r.get(k, ""))}</td>' for k in self.names) + '</tr>'
+        body = ''.join('<tr>' + ''.join(f'<td>{c}</td>' for c in self._cells(r)) + '</tr>'
                        for r in self.rows)
         return f'<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
-    def __repr__(self): return '\n'.join([self._line(self.names)] + [self._line([_fmt(r.get(k, '')) for k in self.names]) for r in self.rows])
+    def __repr__(self): return '\n'.join([self._line(self.names)] + [self._line(self._cells(r)) for r in self.rows])
 
 # %% ../nbs/02_learner.ipynb #dac9cb2d
 class ConvLearner:
