@@ -6,7 +6,7 @@
 __all__ = ['Steps', 'pick_lr', 'blowup_lr', 'run_recipe', 'main']
 
 # %% ../nbs/10_train.ipynb #cbafd68c
-import argparse, json, sys, time
+import argparse, json, sys, time, warnings
 from pathlib import Path
 import numpy as np
 import matplotlib
@@ -15,6 +15,7 @@ from .core import set_seed, atomic_write_json
 from .data import get_dataset, ImageData
 from .augment import tfms_from_model, transforms_side_on, show_augs
 from .learner import ConvLearner
+from .precompute import PrecomputeAugWarning
 from .interpret import ClassificationInterpretation
 
 # %% ../nbs/10_train.ipynb #8164aaa3
@@ -72,8 +73,11 @@ def run_recipe(path=None, csv=None, arch='efficientnet_lite0', sz=64, bs=64, out
     else:   data = ImageData.from_paths(path, tfms=tfms, bs=bs)
     log(f'{len(data.trn_ds)} training and {len(data.val_ds)} validation images, {data.c} classes: {", ".join(map(str, data.classes))}')
     _save(show_augs(0, tfms, ds=data.trn_ds, seed=seed), out/'augmentations.png')
-    # 1. augmentation on, precompute=True
-    learn = steps('1 precompute activations', lambda: ConvLearner.pretrained(arch, data, precompute=True))
+    # 1. augmentation on, precompute=True: on purpose, so the warning for learners who forget is not shown here
+    log('steps 1-3 train the head on cached activations (no augmentation); augmentation starts at step 4')
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', PrecomputeAugWarning)
+        learn = steps('1 precompute activations', lambda: ConvLearner.pretrained(arch, data, precompute=True))
     # 2. lr_find
     sugg = steps('2 lr_find (precomputed)', lambda: learn.lr_find())
     lr = pick_lr(sugg); _save(learn.sched.plot(), out/'lr_find.png')

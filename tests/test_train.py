@@ -31,6 +31,8 @@ def test_train_writes_everything(small, tmp_path):
     out = tmp_path / 'run'
     r = _cmd(small, '--sz', 32, '--bs', 16, '--out', out)
     assert r.returncode == 0, r.stderr[-3000:]
+    assert 'PrecomputeAugWarning' not in r.stderr, r.stderr[-3000:]     # step 1 precomputes on purpose: no warning…
+    assert 'augmentation starts at step 4' in r.stdout                   # …the log says what happens instead
     for name in OUTPUTS: assert (out / name).stat().st_size > 0, name
     m = json.loads((out / 'metrics.json').read_text())
     assert m['n_train'] == 96 and m['n_valid'] == 32 and len(m['classes']) == 4
