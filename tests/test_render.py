@@ -33,3 +33,15 @@ def test_render_executes_in_course_order_skips_slow_and_embeds_plots(tmp_path, m
     toc = (tmp_path/'out'/'index.html').read_text()                            # ... and index.html links every page
     assert [toc.index(f'href="{f}"') for f in ('start.html', '01_err.html', '02_plot.html')] == sorted(toc.index(f'href="{f}"') for f in ('start.html', '01_err.html', '02_plot.html'))
     assert os.environ['MPLBACKEND'] == 'Agg'                           # restored after executing
+
+def test_executing_starts_the_kernel_quietly(tmp_path, capfd):
+    "No 'running over TCP without encryption' warning per lesson: the kernel's sockets are encrypted where supported."
+    p = tmp_path/'a.ipynb'; _nb(p, "print(6 * 7)")
+    nb = nbformat.read(p, as_version=4)
+    assert R.execute_nb(nb, p) == 0 and nb.cells[0].outputs[0]['text'] == '42\n'
+    err = capfd.readouterr().err
+    from jupyter_client import KernelManager
+    import zmq
+    if 'transport_encryption' in KernelManager.class_trait_names() and zmq.has('curve'):
+        assert 'without encryption' not in err, err
+        assert R.kernel_config().KernelManager.transport_encryption == 'auto'

@@ -36,9 +36,20 @@ def skip_flagged(nb, flags=('slow', 'notest')):
             nb.cells[i] = nbformat.v4.new_markdown_cell(f'*Not run here (a cell marked `{flag}`):*\n\n```python\n{c.source}\n```')
     return nb
 
+def kernel_config():
+    "Encrypt the kernel's local sockets (CurveZMQ) where jupyter_client and pyzmq can: ipykernel warns on every start otherwise."
+    from traitlets.config import Config
+    from jupyter_client import KernelManager
+    import zmq
+    cfg = Config()
+    if 'transport_encryption' in KernelManager.class_trait_names() and zmq.has('curve'):
+        cfg.KernelManager.transport_encryption = 'auto'    # only for kernels whose kernelspec declares support
+    return cfg
+
 def execute_nb(nb, path):
     "Run `nb` in a fresh kernel in the folder of `path`, with inline plots, keeping errors as outputs."
-    ExecutePreprocessor(timeout=900, kernel_name='python3', allow_errors=True).preprocess(skip_flagged(nb), {'metadata': {'path': str(path.parent)}})
+    ExecutePreprocessor(timeout=900, kernel_name='python3', allow_errors=True, config=kernel_config()).preprocess(
+        skip_flagged(nb), {'metadata': {'path': str(path.parent)}})
     return sum(o.get('output_type') == 'error' for c in nb.cells if c.cell_type == 'code' for o in c.outputs)
 
 def render(out=ROOT/'runs'/'demo'/'lessons', execute=False, nbs=ROOT/'nbs'):
