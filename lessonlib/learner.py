@@ -17,7 +17,7 @@ from PIL import Image
 
 # %% ../nbs/02_learner.ipynb #c54229d6
 import lessonlib
-from .core import default_device, progress, atomic_write, patch, subplots, user_stacklevel
+from .core import default_device, progress, atomic_write, patch, subplots, user_stacklevel, in_notebook
 from .data import ImageTransform, open_image
 from .models import get_arch, model_meta, create_cnn, layer_groups
 from .schedules import Recorder, fit_schedule
@@ -59,12 +59,6 @@ def _is_frozen(module):
     "True when `module` has no trainable parameter."
     return not any(p.requires_grad for p in module.parameters())
 
-def _in_notebook():
-    try:
-        from IPython import get_ipython
-        return type(get_ipython()).__name__ == 'ZMQInteractiveShell'
-    except Exception: return False
-
 def _fmt(v, name=''):
     "One table cell: seconds as mm:ss in the `time` column, floats to 6 places."
     if name == 'time' and isinstance(v, (int, float)): return f'{int(v) // 60:02d}:{int(v) % 60:02d}'
@@ -78,7 +72,7 @@ class EpochTable:
     def add(self, row):
         "Show one more row (a dict with a value for each name)."
         self.rows.append(row)
-        if _in_notebook():
+        if in_notebook():
             from IPython.display import display, HTML
             if self.handle is None: self.handle = display(HTML(self._repr_html_()), display_id=True)
             else: self.handle.update(HTML(self._repr_html_()))
