@@ -505,11 +505,15 @@ def _save_tensors(path, tensors, metadata):
     with atomic_write(path) as f: f.write(st_save(tensors, metadata={k: str(v) for k, v in metadata.items()}))
     return Path(path)
 
-@patch
-def _weights_path(self:ConvLearner, name):
+def _model_file(name, folder=None):
+    "The file for `name` in `save`/`load`/`export`/`load_model`: '.safetensors' appended unless it ends so; a bare name in `folder`."
     p = Path(name)
-    if p.suffix != '.safetensors': p = p.with_name(p.name + '.safetensors')
-    return p if p.is_absolute() or p.parent != Path('.') else self.models_path/p
+    if not p.name: raise ValueError(f'{str(name)!r} is not a file name')
+    if not p.name.endswith('.safetensors'): p = p.with_name(p.name + '.safetensors')   # 'model.v2' keeps its dot
+    return folder/p if folder is not None and p.parent == Path('.') and not p.is_absolute() else p
+
+@patch
+def _weights_path(self:ConvLearner, name): return _model_file(name, self.models_path)
 
 @patch
 def _load_weights(self:ConvLearner, tensors, path):
@@ -608,8 +612,18 @@ def _meta_json(meta, key, path):
     except KeyError: raise ValueError(f'{path}: the export metadata has no {key!r} entry (file damaged or not an export)') from None
     except (TypeError, ValueError): raise ValueError(f'{path}: the export metadata entry {key!r} is not valid JSON') from None
 
+def _find_export(fname):
+    "The file `load_model(fname)` reads: the one `export(fname)` writes, else `fname` exactly as given."
+    tried = list(dict.fromkeys([_model_file(fname), Path(fname)]))
+    for p in tried:
+        if p.is_file(): return p
+    hint = (f'; learn.export({str(fname)!r}) writes a bare name into learn.models_path: pass that folder too '
+            '(export returns the full path)') if Path(fname).parent == Path('.') else ''
+    raise FileNotFoundError(f"no lessonlib export found: looked for {' and '.join(map(str, tried))}{hint}")
+
 def load_model(fname, device=None):
-    "Rebuild a `Predictor` from a file written by `learn.export` (no training data needed, no code run)."
+    "Rebuild a `Predictor` from a file written by `learn.export(fname)` (no training data needed, no code run)."
+    fname = _find_export(fname)
     tensors, meta = _read_safetensors(fname)
     if meta.get('format') != EXPORT_FORMAT:
         raise ValueError(f"{fname} is not a lessonlib export (format={meta.get('format')!r}); "

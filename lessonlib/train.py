@@ -115,6 +115,12 @@ def run_recipe(path=None, csv=None, arch='efficientnet_lite0', sz=64, bs=64, out
     log(f"TTA accuracy {metrics['tta_accuracy']}, total {metrics['seconds_total']} s; outputs in {out}")
     return metrics
 
+# %% ../nbs/10_train.ipynb #c21cbf8a
+def _plain_warning(message, category, filename, lineno, file=None, line=None):
+    "Print a warning as `warning: <message>` (a `warnings.showwarning` for the command line)."
+    try: (file or sys.stderr).write(f'warning: {message}\n')
+    except (AttributeError, OSError): pass    # no stderr, or it is closed: nowhere to print
+
 # %% ../nbs/10_train.ipynb #dac9cb2d
 def main(argv=None):
     "Entry point of `lessonlib-train`: the 8-step recipe on a folder of images."
@@ -132,8 +138,10 @@ def main(argv=None):
     a = p.parse_args(argv)
     if a.sz < 8: p.error(f'--sz must be at least 8, got {a.sz}')
     if a.bs < 1: p.error(f'--bs must be at least 1, got {a.bs}')
-    matplotlib.use('Agg')
-    try: run_recipe(a.path, csv=a.csv, arch=a.arch, sz=a.sz, bs=a.bs, out=a.out, full=a.full, seed=a.seed,
-                         bn_freeze={'auto': None, 'on': True, 'off': False}[a.bn_freeze])
-    except (FileNotFoundError, ValueError, KeyError) as e: p.exit(2, f'lessonlib-train: error: {e}\n')
+    with warnings.catch_warnings():           # restored on return or exit; forked DataLoader workers inherit it
+        warnings.showwarning = _plain_warning
+        matplotlib.use('Agg')
+        try: run_recipe(a.path, csv=a.csv, arch=a.arch, sz=a.sz, bs=a.bs, out=a.out, full=a.full, seed=a.seed,
+                        bn_freeze={'auto': None, 'on': True, 'off': False}[a.bn_freeze])
+        except (FileNotFoundError, ValueError, KeyError) as e: p.exit(2, f'lessonlib-train: error: {e}\n')
     return 0

@@ -3,7 +3,8 @@
 Runs on tiny PNG datasets (3 classes of coloured squares) and a tiny registered CNN, so the whole file takes seconds;
 the bundled efficientnet_lite0 (random init, 32 px) is used where the real architecture matters (export round trip).
 """
-import json, os, pickle, struct, warnings
+import json, os, pickle, re, struct, warnings
+from pathlib import Path
 import numpy as np
 import pytest
 import torch
@@ -339,6 +340,31 @@ def test_tampered_or_incompatible_exports_are_refused(root, tmp_path):
     with pytest.raises(ValueError, match='not a readable safetensors'): load_model(bad)
     with pytest.raises(ValueError, match='not a lessonlib export'): load_model(learn.save('w'))
     with pytest.raises(FileNotFoundError): load_model(tmp_path / 'nothing.safetensors')
+
+
+NAMES = ['m', 'm.safetensors', 'm.lessonlib', 'model.v2', 'sub/m.lessonlib', 'sub/deeper/model.v2.safetensors']
+
+
+def test_export_and_load_model_take_the_same_names(root, tmp_path, monkeypatch):
+    "export(name) writes `name` + '.safetensors' (unless it ends so); load_model(name) reads that same file."
+    learn = get_learn(root, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    for name in NAMES + [str(tmp_path / 'abs' / 'x.v3')]:
+        f = learn.export(name)
+        want = name if name.endswith('.safetensors') else name + '.safetensors'
+        assert f.name == Path(want).name and f.is_file(), (name, f)
+        given = name if Path(name).parent != Path('.') else learn.models_path / name   # a bare name: in models_path, like save
+        assert f.resolve() == Path(str(given) if name == want else str(given) + '.safetensors').resolve(), (name, f)
+        assert load_model(given).classes == learn.data.classes, name
+        f.unlink()                                          # the next name must find its own file
+
+
+def test_load_model_names_the_files_it_looked_for(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name in ('sub/gone.v2', 'gone.safetensors', 'gone'):
+        want = name if name.endswith('.safetensors') else name + '.safetensors'
+        with pytest.raises(FileNotFoundError, match=re.escape(want)): load_model(name)
+    with pytest.raises(FileNotFoundError, match='models_path'): load_model('gone')   # where export put a bare name
 
 
 class _Evil:

@@ -31,7 +31,7 @@ def test_train_writes_everything(small, tmp_path):
     out = tmp_path / 'run'
     r = _cmd(small, '--sz', 32, '--bs', 16, '--out', out)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert 'PrecomputeAugWarning' not in r.stderr, r.stderr[-3000:]     # step 1 precomputes on purpose: no warning…
+    assert 'has no effect while precompute' not in r.stderr, r.stderr[-3000:]   # step 1 precomputes on purpose: no warning…
     assert 'augmentation starts at step 4' in r.stdout                   # …the log says what happens instead
     for name in OUTPUTS: assert (out / name).stat().st_size > 0, name
     m = json.loads((out / 'metrics.json').read_text())
@@ -55,6 +55,30 @@ def test_train_bad_inputs(tmp_path):
     assert r.returncode == 2 and 'train' in r.stderr, r.stderr
     r = _cmd('--sz', 4)
     assert r.returncode == 2 and '--sz' in r.stderr
+
+
+def _warns_then_stops(root):
+    "A dataset that warns (a loose file in train/), then fails (a class only in valid/): the warning costs no training."
+    from PIL import Image
+    for split, cls in (('train', 'a'), ('valid', 'a'), ('valid', 'b')):
+        (root / split / cls).mkdir(parents=True); Image.new('RGB', (8, 8)).save(root / split / cls / 'x.png')
+    (root / 'train' / 'notes.txt').write_text('not an image')
+    return root
+
+
+def test_warnings_print_as_plain_lines(tmp_path):
+    r = _cmd(_warns_then_stops(tmp_path / 'ds'), '--out', tmp_path / 'out')
+    assert r.returncode == 2 and "class(es) ['b']" in r.stderr, r.stderr
+    assert any(l.startswith('warning: ') and 'notes.txt' in l for l in r.stderr.splitlines()), r.stderr
+    assert 'UserWarning' not in r.stderr and 'sys.exit(main())' not in r.stderr, r.stderr
+
+
+def test_plain_warnings_only_inside_main(tmp_path, capsys):
+    import warnings
+    import lessonlib.train as T
+    before = warnings.showwarning
+    with pytest.raises(SystemExit): T.main([str(_warns_then_stops(tmp_path / 'ds')), '--out', str(tmp_path / 'out')])
+    assert 'warning: ' in capsys.readouterr().err and warnings.showwarning is before   # library users keep normal warnings
 
 
 @pytest.mark.parametrize('flag, want', [([], None), (['--bn-freeze', 'on'], True), (['--bn-freeze', 'off'], False)])

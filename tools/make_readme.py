@@ -27,7 +27,9 @@ def render(nb_path=ROOT/'nbs'/'index.ipynb'):
             if not code: continue
             out.append(f'``` python\n{code}\n```')
             for o in c.get('outputs', []):
-                t = o.get('text') or o.get('data', {}).get('text/plain')
+                data = o.get('data', {})
+                if 'text/html' in data: out.append(''.join(data['text/html']).strip()); continue   # e.g. the epoch table
+                t = o.get('text') or data.get('text/plain')
                 if t: out.append('    ' + ''.join(t).rstrip().replace('\n', '\n    '))
     return '\n\n'.join(out) + '\n'
 

@@ -72,7 +72,8 @@ def _page(p, out, execute):
     body, _ = HTMLExporter().from_notebook_node(nb)
     page = out/('start.html' if p.stem == 'index' else p.stem + '.html')   # index.html is the course's table of contents
     atomic_write_text(page, body)
-    return {'file': page.name, 'title': title_of(nb, p.stem), 'notebook': p.name, 'seconds': round(time.time()-t0, 1), 'errors': errors}
+    return {'file': page.name, 'title': title_of(nb, p.stem), 'notebook': p.name, 'seconds': round(time.time()-t0, 1),
+            'errors': errors, 'has_outputs': has_outputs(nb)}
 
 if __name__ == '__main__':
     args = [a for a in sys.argv[1:] if not a.startswith('--')]
