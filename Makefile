@@ -5,7 +5,7 @@ PY    := $(VENV)/bin/python
 PIP   := $(PY) -m pip install -q --disable-pip-version-check -c constraints.txt
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system demo lessons test sync nbtest robust pytest readme bench margins clean
+.PHONY: setup system demo docs lessons test sync nbtest robust pytest readme bench margins clean
 
 setup: $(STAMP) system
 
@@ -22,6 +22,11 @@ system:
 
 demo: setup
 	$(PY) tools/demo.py runs/demo
+
+# The course as a book: the lessons as nbdev processes them, with their stored outputs, as a static site built offline
+# by Jupyter Book (warnings are errors) into runs/docs/_build/html/index.html. Open it as a file or serve the folder.
+docs: setup
+	OMP_NUM_THREADS=1 $(PY) tools/build_docs.py runs/docs
 
 # Run every lesson in a real kernel and store its outputs (stamped) in its notebook; commit the result.
 lessons: setup

@@ -2,8 +2,8 @@
 
 1. data: materialise the bundled Fashion-MNIST sample; write a labelled image grid and the class counts;
 2. train: `lessonlib-train` runs the 8-step recipe of lesson 2 on it (metrics.json, plots, the exported model);
-3. lessons: every lesson rendered to HTML from the outputs stored in its notebook (no re-execution: `make lessons`
-   refreshes those).
+3. course site: every lesson, as nbdev processes it, with the outputs stored in its notebook (no re-execution:
+   `make lessons` refreshes those), built into a static site by tools/build_docs.py (Jupyter Book; as `make docs`).
 Everything goes under runs/demo/ (or the folder given). The wall time of each phase is printed at the end.
 """
 import json, subprocess, sys, time
@@ -39,11 +39,12 @@ def main(out='runs/demo'):
     train = Path(sys.executable).parent/'lessonlib-train'
     phase('2 train: lessonlib-train (8-step recipe)', lambda: subprocess.run([str(train), '--out', str(out)], check=True))
     sys.path.insert(0, str(ROOT/'tools'))
-    import render_lessons
-    pages = phase('3 lessons: render stored outputs to HTML', lambda: render_lessons.render(out/'lessons'))
+    import build_docs
+    index = phase('3 course site: lessons with stored outputs', lambda: build_docs.build(out/'docs'))
     m = json.loads((out/'metrics.json').read_text())
-    print(f"\nvalid accuracy {m['valid_accuracy']}, TTA {m['tta_accuracy']}; {len(pages)} lessons in {out/'lessons'/'index.html'}")
-    missing = [p['notebook'] for p in pages if not p['has_outputs']]
+    print(f"\nvalid accuracy {m['valid_accuracy']}, TTA {m['tta_accuracy']}")
+    print(f"the course: {index}  (or: python -m http.server -d {index.parent} and open http://127.0.0.1:8000)")
+    missing = build_docs.without_outputs()
     if missing: print('these lessons have no stored outputs (run `make lessons`):', ' '.join(missing))
     print('\nphase                                          seconds')
     for k, v in phases.items(): print(f'{k:<46} {v:>7.1f}')
