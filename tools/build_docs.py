@@ -195,6 +195,16 @@ def _md(src): return {'cell_type': 'markdown', 'metadata': {}, 'source': src}
 _re_kernel_file = re.compile(r'^\S*/ipykernel_\d+/\d+\.py:\d+: (?=\w+:)', re.MULTILINE)
 
 
+_re_tmp_dir = re.compile(r'(?:/private)?(?:/var)?/tmp/(?:tmp|lessonlib-)[\w.-]*')      # tempfile.mkdtemp() folders
+
+
+def _no_machine_paths(text):
+    "Text with the build machine's paths hidden: a temporary folder as `<tmp>`, the home folder as `~`."
+    text = _re_tmp_dir.sub('<tmp>', text)
+    home = os.path.expanduser('~')
+    return text.replace(home + '/', '~/') if home not in ('/', '') else text
+
+
 def _clean_outputs(outs):
     """Stored outputs as the site shows them: widgets as their text, no ANSI colours, and a warning's location
     `/tmp/ipykernel_11448/2536761431.py:28: UserWarning: ...` (the kernel's name for the cell) as `UserWarning: ...`."""
@@ -209,6 +219,9 @@ def _clean_outputs(outs):
             o['data'] = data
         if o.get('output_type') == 'stream':            # ANSI colours; the kernel's file name of a cell in warnings
             o['text'] = _re_kernel_file.sub('', re.sub(r'\x1b\[[0-9;]*[A-Za-z]', '', _src(o.get('text'))))
+        if 'text' in o: o['text'] = _no_machine_paths(_src(o['text']))
+        if 'data' in o:                                 # paths of the machine that ran `make lessons`
+            o['data'] = {k: _no_machine_paths(_src(v)) if k.startswith('text/') else v for k, v in o['data'].items()}
         res.append(o)
     return res
 
