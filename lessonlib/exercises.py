@@ -799,7 +799,7 @@ _number(_precompute, 'size of the cache',
     "float16. How many megabytes (1 MB = 10⁶ bytes) does the cache of the 6,000 training images take?",
     30.72, rel=0.02,
     why="6000 images × 2560 features (2 × 1280, concat pooling) × 2 bytes (float16) = 30.72 MB: the whole "
-        "training set fits in memory many times over, which is why epochs on the cache take a second.",
+        "training set fits in memory many times over, which is why epochs on the cache are quick.",
     also=[(29.3, "29.3 MiB (mebibytes) = 30.72 MB: right, in binary units.")],
     traps=[(61.44, "that is float32 (4 bytes); the cache stores float16, 2 bytes per value."),
            (15.36, "you used 1280 features, but concat pooling stores max and average: 2 × 1280."),

@@ -92,7 +92,7 @@ def run_recipe(path=None, csv=None, arch='efficientnet_lite0', sz=64, bs=64, out
     log(f'unfrozen; BatchNorm statistics {"frozen" if bn_freeze else "training"}')
     sugg2 = steps('7 lr_find (unfrozen)', lambda: learn.lr_find(num_it=50))
     up = blowup_lr(learn.sched.head_lrs, learn.sched.smooth_losses)
-    lr2 = float(np.clip((up or 1e-2) / 10, 1e-4, 1e-3))   # above 1e-3 the unfrozen body diverged (measured: 3e-3)
+    lr2 = float(np.clip((up or 1e-2) / 10, 1e-4, 1e-3))   # at most 1e-3: larger rates made the unfrozen body diverge on the sample
     lrs = np.array([lr2 / 9, lr2 / 3, lr2])
     _save(learn.sched.plot(), out/'lr_find_unfrozen.png')
     # 8. the whole network with cycle_mult=2
