@@ -37,6 +37,11 @@ def source_sha(nb):
     return hashlib.sha256(json.dumps(code).encode()).hexdigest()[:16]
 
 
+def is_stale(nb):
+    "True when `nb`'s code changed since `make lessons` stored its outputs (or it was never stamped)."
+    return nb.metadata.get('lessonlib', {}).get('source_sha') != source_sha(nb)
+
+
 class _SkipFlagged(ExecutePreprocessor):
     "Run every code cell except those flagged `slow` / `notest`, which keep their outputs."
     def preprocess_cell(self, cell, resources, index):
@@ -83,8 +88,7 @@ def main(argv):
     names = [a for a in argv if not a.startswith('--')]
     paths = [ROOT/'nbs'/n for n in names] if names else lessons()
     if '--check' in argv:
-        stale = [p.name for p in paths if nbformat.read(p, as_version=4).metadata.get('lessonlib', {}).get('source_sha')
-                 != source_sha(nbformat.read(p, as_version=4))]
+        stale = [p.name for p in paths if is_stale(nbformat.read(p, as_version=4))]
         print('stale:', ' '.join(stale) or 'none'); return 1 if stale else 0
     env_before = {k: os.environ.get(k) for k in ('MPLBACKEND', 'LESSONLIB_QUIET', 'LESSONLIB_SEED', 'OMP_NUM_THREADS')}
     os.environ.pop('MPLBACKEND', None); os.environ.pop('LESSONLIB_SEED', None); os.environ.pop('OMP_NUM_THREADS', None)
