@@ -45,7 +45,7 @@ pytest: setup
 
 # A lesson as another learner's machine may run it: another seed, 2 torch threads (default: the recipe lesson).
 # `make test` does this for lesson 2 in tests/test_installed_wheel.py; bench/margins.py measures seeds 0-4 x threads 1, 2.
-LESSON ?= nbs/11_lesson2.ipynb
+LESSON ?= nbs/12_lesson2.ipynb
 robust: setup
 	OMP_NUM_THREADS=2 LESSONLIB_SEED=3 $(VENV)/bin/nbdev_test --path $(LESSON)
 

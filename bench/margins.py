@@ -22,11 +22,11 @@ ROOT = Path(__file__).resolve().parents[1]
 MIN_MARGIN = 0.03
 # name -> how to run it; each runs its checks once per (seed, threads)
 EXPERIMENTS = {                                         # longest first, so that the pool ends together
-    '11_lesson2': ('nb', '11_lesson2.ipynb'),
+    '12_lesson2': ('nb', '12_lesson2.ipynb'),
     'index': ('nb', 'index.ipynb'),
-    '02_learner': ('nb', '02_learner.ipynb'),
-    '05_lr_find': ('nb', '05_lr_find.ipynb'),
-    '08_cleaner': ('nb', '08_cleaner.ipynb'),
+    '03_learner': ('nb', '03_learner.ipynb'),
+    '06_lr_find': ('nb', '06_lr_find.ipynb'),
+    '09_cleaner': ('nb', '09_cleaner.ipynb'),
     'test_cleaner_oof': ('pytest', 'tests/test_cleaner.py::test_out_of_fold_ranking_finds_flipped_labels'),
 }
 # checks that compare two numbers of the same run (or a count against a rule), not a number against a constant

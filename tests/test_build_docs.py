@@ -79,4 +79,4 @@ def test_the_course_is_in_order_and_every_page_has_a_download():
     names = [p.name for p in B.lessons()]
     assert names[0] == 'index.ipynb' and names[1:] == sorted(names[1:])
     toc = B.toc(B.lessons())
-    assert toc.index('00_core') < toc.index('04_schedules') < toc.index('11_lesson2') and 'root: index' in toc
+    assert toc.index('00_core') < toc.index('05_schedules') < toc.index('12_lesson2') and 'root: index' in toc

@@ -36,7 +36,7 @@ def lessons(nbs=ROOT/'nbs'):
 
 
 def page_name(stem):
-    "nbdev's page name for a notebook (`04_schedules` -> `schedules`), as in the links of `_modidx.py`."
+    "nbdev's page name for a notebook (`05_schedules` -> `schedules`), as in the links of `_modidx.py`."
     return re.sub(r'^\d+[a-z]?_', '', stem)
 
 

@@ -129,14 +129,14 @@ def test_lesson_pages_show_the_course(site, page, tmp_path):
     page.screenshot(path=str(tmp_path/'home.png'))
     sidebar = page.eval_on_selector_all('nav.bd-docs-nav a.reference', 'as => as.map(a => a.getAttribute("href"))')
     assert [h.removesuffix('.html') for h in sidebar] == COURSE[1:], sidebar      # the sidebar in course order
-    assert page.locator('table a[href="05_lr_find.html"]').count() == 1              # the lesson table links each lesson
+    assert page.locator('table a[href="06_lr_find.html"]').count() == 1              # the lesson table links each lesson
 
-    _open(page, url + '05_lr_find.html')
+    _open(page, url + '06_lr_find.html')
     page.screenshot(path=str(tmp_path/'lr_find.png'))
     assert page.locator('img').count() >= 1                                          # its figures are in the page
     assert page.locator('button.copybtn').count() >= 1                               # code cells have copy buttons
 
-    _open(page, url + '04_schedules.html')
+    _open(page, url + '05_schedules.html')
     assert page.locator('h3, h4').filter(has_text=re.compile(r'^sgdr_lrs')).count() == 1   # show_doc reference
     assert 'def sgdr_lrs(' in page.inner_text('article')
     exercises = page.locator('div.exercise')
@@ -145,16 +145,16 @@ def test_lesson_pages_show_the_course(site, page, tmp_path):
     assert solution.count() and not solution.locator('pre').first.is_visible()
     solution.locator('button.toggle-button').click()
     assert solution.locator('pre').first.is_visible()
-    dl = page.locator('a.download[href$="04_schedules.ipynb"]')                       # the notebook to download
+    dl = page.locator('a.download[href$="05_schedules.ipynb"]')                       # the notebook to download
     assert dl.count() == 1
-    with urllib.request.urlopen(urljoin(url + '04_schedules.html', dl.get_attribute('href'))) as r:
+    with urllib.request.urlopen(urljoin(url + '05_schedules.html', dl.get_attribute('href'))) as r:
         assert b'"cells"' in r.read()
     for shot in ('home.png', 'lr_find.png'):
         try: REPORT.mkdir(parents=True, exist_ok=True); shutil.copy(tmp_path/shot, REPORT/f'site_{shot}')
         except OSError: pass
 
 
-@pytest.mark.parametrize('word, lesson', [('cycle_mult', '04_schedules'), ('precompute', '03_precompute')])
+@pytest.mark.parametrize('word, lesson', [('cycle_mult', '05_schedules'), ('precompute', '04_precompute')])
 def test_search_finds(site, page, word, lesson):
     url, _ = site
     errors = _open(page, url + 'index.html')
