@@ -847,14 +847,7 @@ def oof_probs(features, targets, n_classes, k=5, dim=128, wd=1e-2, max_iter=50, 
 # %% ../nbs/09_cleaner.ipynb #aa687730
 def learner_features(learn):
     "Cached body activations {'train': (N, F), 'valid': (M, F)} of a learner (built once by precompute, then reused)."
-    if hasattr(learn, '_ensure_cache'): cache = learn._ensure_cache()
-    else:
-        import torch.nn as nn
-        from lessonlib.precompute import ActivationCache
-        body, head = learn.model[0], learn.model[1]
-        cache = ActivationCache.build_or_open(nn.Sequential(body, head[0], head[1]),
-                                              {'train': learn.data.fix_ds, 'valid': learn.data.val_ds}, {'use': 'cleaner'},
-                                              Path(learn.data.path)/'tmp')
+    cache = learn.activation_cache()
     return {s: np.asarray(cache.features(s), np.float32) for s in ('train', 'valid')}
 
 def _feature_rows(self, features=None):

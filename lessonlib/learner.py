@@ -319,7 +319,7 @@ def _to_device(self:ConvLearner, x):
 @patch
 def train_batches(self:ConvLearner, epoch=0):
     "Yield one epoch of training mini-batches `(xb, yb)` on the device (cached activations with precompute)."
-    if self.precompute: batches = self._ensure_cache().loader('train', self.data.bs, shuffle=True, epoch=epoch)
+    if self.precompute: batches = self.activation_cache().loader('train', self.data.bs, shuffle=True, epoch=epoch)
     else: batches = self.data.trn_dl
     for xb, yb in batches: yield self._to_device(xb), yb.to(self.device)
 
@@ -350,7 +350,7 @@ def _get_outputs(self:ConvLearner, ds='valid', desc=None):
     if self.precompute and isinstance(ds, str):
         self._get_ds(ds)
         split = 'train' if ds == 'train' else ds
-        batches, module = self._ensure_cache().loader(split, self.data.bs), self.head[2:]
+        batches, module = self.activation_cache().loader(split, self.data.bs), self.head[2:]
     elif isinstance(ds, str):
         self._get_ds(ds)
         batches, module = {'valid': self.data.val_dl, 'train': self.data.fix_dl, 'test': self.data.test_dl}[ds], self.model
@@ -379,7 +379,7 @@ def validate(self:ConvLearner, ds='valid'):
 # %% ../nbs/03_learner.ipynb #1de4e002
 @patch
 def _n_train_batches(self:ConvLearner):
-    if self.precompute: return len(self._ensure_cache().loader('train', self.data.bs, shuffle=True))
+    if self.precompute: return len(self.activation_cache().loader('train', self.data.bs, shuffle=True))
     return len(self.data.trn_dl)
 
 @patch
@@ -551,7 +551,7 @@ def set_data(self:ConvLearner, data):
     if bool(getattr(data, 'is_multi', False)) != self.is_multi:
         raise ValueError('set_data: the new data is ' + ('multi-label' if data.is_multi else 'single-label') + ', the old was not')
     self.data, self._cache = data, None
-    if self.precompute: self._ensure_cache()
+    if self.precompute: self.activation_cache()
 
 # %% ../nbs/03_learner.ipynb #bc996e5b
 EXPORT_FORMAT, EXPORT_VERSION = 'lessonlib-export', 1
@@ -668,7 +668,7 @@ def _cache_key_parts(self:ConvLearner):
             'std': list(tfm.std), 'valid_tfm': tfm.describe(), 'pool': repr(self.head[0])}
 
 @patch
-def _ensure_cache(self:ConvLearner):
+def activation_cache(self:ConvLearner):
     "The activation cache for the current body and data: reopened or built whenever either changed."
     version = self._body_version()
     if self._cache is None or self._cache_body != version or self._cache_data is not self.data:
@@ -689,7 +689,7 @@ def _set_precompute(self:ConvLearner, value):
         if not _is_frozen(self.body):
             raise ValueError('precompute=True needs a frozen body (cached activations cannot train): call learn.freeze() first')
         self._precompute = True
-        try: self._ensure_cache()
+        try: self.activation_cache()
         except BaseException: self._precompute = False; raise
     else: self._precompute = False
     self.opt = None
@@ -698,7 +698,7 @@ def _set_precompute(self:ConvLearner, value):
 def cache_info(self:ConvLearner):
     "Which activation cache is in use and, after a rebuild, what changed (precompute lesson)."
     if not self.precompute and self._cache is None: return 'precompute is off: no activation cache in use'
-    return self._ensure_cache().describe()
+    return self.activation_cache().describe()
 
 # %% ../nbs/03_learner.ipynb #c9163443
 @patch

@@ -454,7 +454,7 @@ def test_precompute_errors(root, tmp_path):
 def test_precompute_augs(root, tmp_path):
     learn = get_learn(root, tmp_path, precompute=True, precompute_augs=2)
     a = next(learn.train_batches(0))[0]
-    assert learn._ensure_cache().n_augs == 2
+    assert learn.activation_cache().n_augs == 2
     learn.fit(1e-2, 2)
     with pytest.raises(ValueError, match='precompute_augs'): get_learn(root, tmp_path, precompute_augs=-1)
 
