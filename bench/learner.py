@@ -21,7 +21,7 @@ frozen-body epoch at most 2x the bare inference pass, i.e. `frozen_train_vs_bare
 
 Usage: python bench/learner.py [--sizes 64 128] [--skip-finetune] [--finetune-batches N] [--n-train N] [--threads T]
 """
-import os, sys, json, time, argparse, resource, contextlib
+import os, sys, json, time, argparse, contextlib
 os.environ.setdefault('LESSONLIB_QUIET', '1')
 import numpy as np
 import torch
@@ -29,18 +29,9 @@ from lessonlib.core import set_seed
 from lessonlib.data import get_dataset, ImageData, ImageTransform, ImageDataset
 from lessonlib.models import efficientnet_lite0
 from lessonlib.learner import ConvLearner
+from common import Timer
 
 BS = 64
-
-
-class Timer:
-    "Wall seconds and CPU seconds (this process + finished children, e.g. DataLoader workers) of a block."
-    def cpu(self):
-        a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-        return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
-    def __enter__(self): self.w0, self.c0 = time.perf_counter(), self.cpu(); return self
-    def __exit__(self, *a): self.wall, self.cpu_s = time.perf_counter() - self.w0, self.cpu() - self.c0
-    def res(self, n): return {'images_per_s': round(n / self.wall, 1), 'wall_s': round(self.wall, 2), 'cpu_s': round(self.cpu_s, 2)}
 
 
 def get_data(sz, n_train=None):

@@ -4,21 +4,20 @@ Bundled sample (Fashion, 6,000 training images), bundled backbone (efficientnet_
 The activation cache is built (or reopened) before timing, so the precompute figure is the sweep alone.
 Goal: < 2 s for the sweep on precomputed activations on 2 CPU cores.
 """
-import json, os, sys, time
+import json, os, sys
 os.environ.setdefault('LESSONLIB_QUIET', '1')
 import torch
 from lessonlib.core import set_seed, default_device
 from lessonlib.data import get_dataset, ImageData, ImageTransform
 from lessonlib.models import get_arch
 from lessonlib.learner import ConvLearner
+from common import Timer
 
 
 def timed_sweep(learn, **kwargs):
     "Seconds for one `learn.lr_find(**kwargs)`, the steps it ran, why it stopped and its suggestions."
-    t0 = time.perf_counter()
-    sugg = learn.lr_find(**kwargs)
-    secs = time.perf_counter() - t0
-    return {'seconds': round(secs, 3), 'steps': len(learn.sched.losses), 'stop_reason': learn.sched.stop_reason,
+    with Timer() as t: sugg = learn.lr_find(**kwargs)
+    return {'seconds': round(t.wall, 3), 'steps': len(learn.sched.losses), 'stop_reason': learn.sched.stop_reason,
             'suggestions': {k: (None if v is None else float(f'{v:.3g}')) for k, v in sugg._asdict().items()}}
 
 
@@ -31,7 +30,8 @@ def main(sz=64, bs=64, num_it=100):
 
     set_seed(42)
     learn = ConvLearner.pretrained(arch, data, precompute=True)
-    t0 = time.perf_counter(); learn.cache_info(); out['cache_ready_s'] = round(time.perf_counter() - t0, 2)
+    with Timer() as t: learn.cache_info()
+    out['cache_ready_s'] = round(t.wall, 2)
     timed_sweep(learn, num_it=5)                                   # warm-up (first optimizer step imports, etc.)
     out['precompute'] = timed_sweep(learn, num_it=num_it)
     out['precompute_full_100'] = timed_sweep(learn, num_it=num_it, stop_div=False)

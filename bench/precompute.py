@@ -15,7 +15,7 @@ with other jobs the wall clock mostly measures the neighbours, CPU time much les
 
 Usage: python bench/precompute.py [--sizes 64 128] [--reps 2] [--no-full] [--full-sz 32] [--threads N]
 """
-import os, sys, json, time, shutil, argparse, tempfile, threading, subprocess, resource
+import os, sys, json, time, shutil, argparse, tempfile, threading, subprocess
 from pathlib import Path
 os.environ.setdefault('LESSONLIB_QUIET', '1')
 import numpy as np
@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 from lessonlib.data import get_dataset, ImageData, ImageTransform, default_workers
 from lessonlib.models import create_body, create_head, efficientnet_lite0
 from lessonlib.precompute import ActivationCache
+from common import Timer
 
 BS = 128       # batch size of the build and of the bare pass
 HEAD_BS = 64   # batch size of head training (both sides of (b))
@@ -37,14 +38,6 @@ def setup(name, sz):
     return data, nn.Sequential(body, head[0], head[1]).eval(), head
 
 def splits(data): return {'train': data.fix_ds, 'valid': data.val_ds}
-
-class Timer:
-    "Wall seconds and CPU seconds (this process + its finished children, e.g. DataLoader workers) of a block."
-    def cpu(self):
-        a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-        return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
-    def __enter__(self): self.w0, self.c0 = time.perf_counter(), self.cpu(); return self
-    def __exit__(self, *a): self.wall, self.cpu_s = time.perf_counter() - self.w0, self.cpu() - self.c0
 
 def bare_pass(feature_fn, dss):
     "A plain inference pass over every split, with the DataLoader settings the cache build uses."
