@@ -13,7 +13,7 @@ $(STAMP): setup.py settings.ini constraints.txt pyproject.toml
 	@$(PY) -c "import torch" 2>/dev/null || tools/check_disk.sh 7
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) --upgrade "pip>=23.2"
-	$(PIP) torch==2.14.1 torchvision==0.29.1
+	$(PIP) torch torchvision
 	$(PIP) -e ".[dev]"
 	@touch $(STAMP)
 
@@ -58,7 +58,7 @@ margins: setup
 	$(PY) bench/margins.py
 
 bench: setup
-	@for b in $(filter-out bench/margins.py,$(wildcard bench/*.py)); do echo "== $$b"; $(PY) $$b || exit 1; done
+	@for b in $(filter-out bench/margins.py bench/common.py,$(wildcard bench/*.py)); do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
 	rm -rf runs _proc _docs .pytest_cache
