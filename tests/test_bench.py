@@ -13,3 +13,22 @@ def test_data_bench_prints_its_figures():
     ratios = sorted(l / b for b, l in zip(r['all_bare'], r['all_loader']))
     assert ratios[0] - 0.01 <= r['median_ratio_of_adjacent_runs'] <= ratios[-1] + 0.01
     assert r['goal_met'] == (r['ratio_loader_over_bare'] >= 0.9)
+
+def test_benches_share_one_timer():
+    "One `Timer` (bench/common.py) serves every benchmark, and the scripts find it when run as `python bench/x.py`."
+    import ast
+    own = sorted(p.name for p in (ROOT/'bench').glob('*.py')
+                 if any(isinstance(n, ast.ClassDef) and n.name == 'Timer' for n in ast.walk(ast.parse(p.read_text()))))
+    assert own == ['common.py'], own
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('bench_common', ROOT/'bench'/'common.py')
+    common = importlib.util.module_from_spec(spec); spec.loader.exec_module(common)
+    Timer = common.Timer
+    with Timer() as t: sum(i * i for i in range(200_000))
+    assert 0 < t.wall < 60 and t.cpu_s >= 0
+    r = t.res(1000)
+    assert set(r) == {'images_per_s', 'wall_s', 'cpu_s'} and r['images_per_s'] > 0
+    for b in ('learner.py', 'precompute.py'):
+        out = subprocess.run([sys.executable, str(ROOT/'bench'/b), '--help'], capture_output=True, text=True, timeout=300,
+                             cwd=ROOT/'tests')
+        assert out.returncode == 0 and out.stdout.startswith('usage:'), (b, out.stderr[-2000:])
