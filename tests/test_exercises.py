@@ -1,56 +1,117 @@
-"""Every exercise of lessonlib.exercises: right, wrong and malformed answers, hints and solutions,
-plus cross-checks of the exercises' reference answers against lessonlib itself and sklearn."""
-import math, subprocess, sys, time
+"""Every exercise of every lesson (lessonlib.exercises.<lesson>): right, wrong and malformed answers, hints and
+solutions, plus cross-checks of the exercises' reference answers against lessonlib itself and sklearn. This one test
+replaces the check cell that each lesson notebook used to carry."""
+import ast, importlib, inspect, json, math, pkgutil, re, subprocess, sys, time
+from pathlib import Path
 import numpy as np
 import pytest
 import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt
-from lessonlib import exercises as E
+import lessonlib.exercises as E
 
+ROOT = Path(__file__).resolve().parents[1]
+LESSON_NAMES = ['core', 'data', 'models', 'learner', 'precompute', 'schedules', 'lr_find', 'augment', 'interpret', 'cleaner']
+MODS = {m.name: importlib.import_module(f'lessonlib.exercises.{m.name}') for m in pkgutil.iter_modules(E.__path__)}
 ALL = E.all_exercises()
 IDS = [e.id for e in ALL]
-LESSON_NAMES = ['core', 'data', 'models', 'learner', 'precompute', 'schedules', 'lr_find', 'augment', 'interpret', 'cleaner']
 KINDS = {'code', 'plot', 'count', 'number', 'choice', 'truefalse'}
+# the layers, in the order a module may import them (COMMON design): an exercise module imports its lesson and earlier ones
+LAYERS = ['core', 'exercises', 'external', 'data', 'fastload', 'models', 'learner', 'export', 'precompute', 'schedules',
+          'lr_find', 'augment', 'interpret', 'cleaner', 'suspects', 'cleaner_widget', 'train']
+S, LR, I = MODS.get('schedules'), MODS.get('lr_find'), MODS.get('interpret')
 
 def _show(a): return repr(a)[:80]
 
-# ---- the registry ---------------------------------------------------------------------------------
+# ---- the registry and the modules -------------------------------------------------------------------------
 
 def test_every_lesson_has_three_exercises_of_mixed_kinds():
-    assert list(E.LESSONS) == LESSON_NAMES
+    assert sorted(MODS) == sorted(LESSON_NAMES)
+    assert [l.name for l in sorted(E.LESSONS.values(), key=lambda l: l.notebook)] == LESSON_NAMES
+    assert len(ALL) >= 46
     for name in LESSON_NAMES:
-        lesson = getattr(E, name)
-        assert lesson is E.LESSONS[name] and len(lesson) >= 3, name
+        lesson, mod = E.LESSONS[name], MODS[name]
+        assert mod.ex is lesson and len(lesson) >= 3, name
         assert len({e.kind for e in lesson}) >= 2, f'{name}: only one kind of exercise'
         assert [e.name for e in lesson] == [f'q{i+1}' for i in range(len(lesson))]
-        assert all(e.lesson == name and getattr(lesson, e.name) is e for e in lesson)
+        assert all(e.lesson == name and getattr(lesson, e.name) is e and getattr(mod, e.name) is e for e in lesson)
     assert {e.kind for e in ALL} == KINDS
     assert len(set(IDS)) == len(IDS)
 
 def test_namespace_import_reads_well():
     from lessonlib.exercises import schedules as ex
-    assert ex.q2 is ex['q2'] and len(list(ex)) == len(ex)
-    assert 'Learning-rate schedules' in ex._repr_markdown_() and 'q1' in repr(ex)
+    assert ex.q2 is ex.ex['q2'] and len(list(ex.ex)) == len(ex.ex)
+    assert 'Learning-rate schedules' in ex.ex._repr_markdown_() and 'q1' in repr(ex.ex)
 
 def test_star_import_does_not_hide_lesson_variables():
     "`from lessonlib.exercises import *` must not overwrite a lesson's `data` or `learner` with a namespace."
     ns = {}
     exec('from lessonlib.exercises import *', ns)
-    assert not set(LESSON_NAMES) & set(ns) and 'Exercise' in ns
+    assert not set(LESSON_NAMES) & set(ns) and 'Exercise' in ns and 'Lesson' in ns
     assert set(LESSON_NAMES) <= set(dir(E))
     with pytest.raises(AttributeError): E.no_such_lesson
 
-def test_import_is_light():
-    "Importing the exercises pulls in neither torch nor the other lessonlib modules (they are imported inside check)."
-    code = "import sys, lessonlib.exercises; print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('lessonlib.')))"
+def test_the_framework_imports_no_lesson():
+    "Importing `lessonlib.exercises` imports `lessonlib.core` and nothing else of lessonlib."
+    code = "import sys, lessonlib.exercises; print(sorted(m for m in sys.modules if m.startswith('lessonlib.')))"
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "['lessonlib.exercises']", out
+    assert out.strip() == "['lessonlib.core', 'lessonlib.exercises']", out
 
-def test_exercise_table_lists_every_exercise():
-    table = E.exercise_table()
-    assert table.count('\n') == len(ALL) + 1
-    for e in ALL: assert f'`{e.id}`' in table
+def _lib_imports(path):
+    "The lessonlib modules that a file of lessonlib/exercises/ imports (relative imports resolved), lazy ones included."
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            mod = node.module or ''
+            if node.level == 1: out.add('exercises' + (f'.{mod}' if mod else ''))
+            elif node.level == 2: out.add(mod.split('.')[0])
+            elif mod.startswith('lessonlib.'): out.add(mod.split('.')[1])
+        elif isinstance(node, ast.Import):
+            out |= {a.name.split('.')[1] for a in node.names if a.name.startswith('lessonlib.')}
+    return out
+
+@pytest.mark.parametrize('name', LESSON_NAMES)
+def test_an_exercise_module_imports_its_lesson_and_earlier_layers_only(name):
+    imports = _lib_imports(ROOT/'lessonlib'/'exercises'/f'{name}.py')
+    later = {m for m in imports if m != 'exercises' and (m not in LAYERS or LAYERS.index(m) > LAYERS.index(name))}
+    assert not later, f'exercises.{name} imports later modules {later}'
+
+def test_the_framework_imports_core_only():
+    assert _lib_imports(ROOT/'lessonlib'/'exercises'/'__init__.py') == {'core'}
+
+def test_no_code_is_run_from_strings():
+    "Solutions and example answers are real functions, not source strings run with eval/exec."
+    for p in (ROOT/'lessonlib'/'exercises').glob('*.py'):
+        calls = [n.func.id for n in ast.walk(ast.parse(p.read_text()))
+                 if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in ('eval', 'exec', 'compile')]
+        assert not calls, f'{p.name} calls {calls}'
+    for e in ALL:
+        if e.kind == 'code':
+            assert inspect.isfunction(e._solution)
+            assert all(callable(a) for a in e.examples('right'))
+            assert all(callable(a) for a, _ in e.examples('wrong'))
+
+def _headers(py):
+    "The notebooks that the cells of a generated module come from, in order."
+    return [m.group(1) for m in re.finditer(r'^# %% (\S+\.ipynb) #\w+$', py.read_text(), re.M)]
+
+@pytest.mark.parametrize('name', LESSON_NAMES)
+def test_a_lesson_writes_its_exercises_and_shows_them(name):
+    "The module comes from one small notebook that makes it, then the lesson's own cells; the lesson shows each exercise."
+    lesson = E.LESSONS[name]
+    stem = lesson.notebook
+    stub = f'{stem}-exercises.ipynb'
+    assert _headers(ROOT/'lessonlib'/'exercises'/f'{name}.py') == [f'../../nbs/exercises/{stub}'] + \
+        [f'../../nbs/{stem}.ipynb'] * (len(_headers(ROOT/'lessonlib'/'exercises'/f'{name}.py')) - 1)
+    assert sorted([stub, f'{stem}.ipynb']) == [stub, f'{stem}.ipynb'], 'nbdev_export must make the module before the lesson appends to it'
+    cells = json.loads((ROOT/'nbs'/f'{stem}.ipynb').read_text())['cells']
+    src = [''.join(c['source']) for c in cells]
+    shown = [s.strip() for c, s in zip(cells, src) if c['cell_type'] == 'code' and re.fullmatch(r'ex\.q\d+', s.strip())]
+    assert shown == [f'ex.{e.name}' for e in lesson], f'{stem} shows {shown}'
+    for e in lesson:
+        first = e.question.split('\n')[0][:60]
+        assert not [s for c, s in zip(cells, src) if c['cell_type'] == 'markdown' and first in s], f'{e.id}: its question is copied into {stem}'
+    assert not [s for s in src if "q.examples('right')" in s], f'{stem} still carries a pasted check cell'
 
 # ---- right, wrong and malformed answers for every exercise -------------------------------------------
 
@@ -103,6 +164,9 @@ def test_solution_is_right_and_hints_exist(ex, capsys):
     sol = ex.solution()
     out = capsys.readouterr().out
     assert out.startswith('Solution') and ex.explanation in out
+    if ex.kind == 'code':                            # the function's own source, under the name the question asks for
+        assert sol is ex._solution and f'def {sol.__name__.lstrip("_")}(' in out and not re.search(r'(def|class) _(?!_)', out)
+        assert f'`{sol.__name__.lstrip("_")}(' in ex.question
     assert ex.check(sol, quiet=True), f'{ex.id}: its own solution fails: {ex.last}'
     assert ex.hints, f'{ex.id} has no hint'
     for i in range(len(ex.hints) + 1): ex.hint()
@@ -120,21 +184,25 @@ def test_check_is_fast_and_shows_the_question(ex):
     assert ex.id in repr(ex)
 
 def test_check_without_an_answer(capsys):
-    assert E.core.q1.check() is False and E.core.q1.last.status == 'malformed'
+    core = MODS['core']
+    assert core.q1.check() is False and core.q1.last.status == 'malformed'
     assert 'pass your answer' in capsys.readouterr().out.lower()
 
-def test_unavailable_module_is_reported(monkeypatch):
-    monkeypatch.setitem(sys.modules, 'lessonlib.schedules', None)
-    ex = E.schedules.q1
-    assert ex.check(ex.examples('right')[0], quiet=True) is False
-    assert ex.last.status == 'unavailable' and 'lessonlib.schedules' in ex.last.message
+def test_unavailable_is_reported():
+    "A checker that cannot compare here raises Unavailable: the learner is told, without a traceback."
+    def checker(answer): raise E.Unavailable('this check needs scikit-learn, which is not installed.')
+    ex = E.Exercise('demo', 'q1', 'number', 'demo', 'A question?', checker, 1, 'Because.')
+    assert ex.check(1, quiet=True) is False
+    assert ex.last.status == 'unavailable' and str(ex.last).startswith("Can't check this yet: ")
 
 def test_checks_keep_the_random_state():
-    import torch
-    before = torch.get_rng_state(), np.random.get_state()[1].copy()
-    assert E.core.q3.check(E.core.q3.examples('right')[0], quiet=True)
-    assert E.data.q3.check(E.data.q3.examples('right')[0], quiet=True)
-    assert torch.equal(torch.get_rng_state(), before[0]) and (np.random.get_state()[1] == before[1]).all()
+    "Checking never changes the learner's next random numbers (Python, NumPy, PyTorch)."
+    import random, torch
+    for ex in ALL:
+        before = torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate()
+        assert ex.check(ex.examples('right')[0], quiet=True), ex.id
+        assert torch.equal(torch.get_rng_state(), before[0]), ex.id
+        assert (np.random.get_state()[1] == before[1]).all() and random.getstate() == before[2], ex.id
 
 @pytest.mark.parametrize('ex', [e for e in ALL if e.kind == 'plot'], ids=lambda e: e.id)
 def test_plots_return_figures(ex):
@@ -146,105 +214,105 @@ def test_plots_return_figures(ex):
     plt.close(fig)
 
 def test_only_plot_exercises_have_plots():
-    with pytest.raises(ValueError, match='no plot'): E.core.q1.plot()
+    with pytest.raises(ValueError, match='no plot'): MODS['core'].q1.plot()
 
 # ---- the reference answers agree with lessonlib (and sklearn) ----------------------------------------
 
 def test_cosine_reference_is_lessonlibs():
     from lessonlib.schedules import sched_cos
-    assert E.schedules.q1.check(lambda s, e, p: sched_cos(s, e)(p), quiet=True)
+    assert S.q1.check(lambda s, e, p: sched_cos(s, e)(p), quiet=True)
 
 def test_sgdr_answers_match_lessonlib():
     from lessonlib.schedules import sgdr_epochs, sgdr_lrs
-    assert E.schedules.q2.check(sgdr_epochs(3, 1, 2), quiet=True)
+    assert S.q2.check(sgdr_epochs(3, 1, 2), quiet=True)
     m = sgdr_lrs(10, 3, 1, 2)
     starts = [0] + [i for i in range(1, len(m)) if m[i] > m[i - 1]]
-    assert E.schedules.q3.check(lambda *a: starts if a == (10, 3, 1, 2) else E._restarts_ref(*a), quiet=True)
-    assert E._restarts_ref(10, 3, 1, 2) == starts == [0, 10, 30]
+    assert S.q3.check(lambda *a: starts if a == (10, 3, 1, 2) else S._restarts_ref(*a), quiet=True)
+    assert S._restarts_ref(10, 3, 1, 2) == starts == [0, 10, 30]
 
 def test_one_cycle_start_matches_lessonlib():
     from lessonlib.schedules import one_cycle
     lrs, moms = one_cycle(100)
-    assert E.schedules.q6.check(float(lrs[0] * 1e-2), quiet=True)
-    assert E.schedules.q5.check('a', quiet=True) and moms[lrs.argmax()] == moms.min()
+    assert S.q6.check(float(lrs[0] * 1e-2), quiet=True)
+    assert S.q5.check('a', quiet=True) and moms[lrs.argmax()] == moms.min()
 
 def test_lr_find_answers_match_lessonlib():
     from lessonlib.lr_find import lr_sweep, suggest_lrs
     s = lr_sweep(1e-7, 10, 100)[:, 0]
-    assert E.lr_find.q4.check(s[1] / s[0], quiet=True)
-    lrs, losses = E.lr_find.q1.data['lrs'], E.lr_find.q1.data['losses']
+    assert LR.q4.check(s[1] / s[0], quiet=True)
+    lrs, losses = LR.q1.data['lrs'], LR.q1.data['losses']
     np.testing.assert_allclose(lrs, s[:len(lrs)])
     sug = suggest_lrs(lrs, losses)
     for lr in (sug.minimum, sug.steep):
-        assert E.lr_find.q1.check(lr, quiet=True), f'lessonlib suggests {lr:.2e}: {E.lr_find.q1.last}'
+        assert LR.q1.check(lr, quiet=True), f'lessonlib suggests {lr:.2e}: {LR.q1.last}'
 
 def test_smoothing_reference_is_lessonlibs():
     from lessonlib import schedules
     if not hasattr(schedules, '_smooth'): pytest.skip('lessonlib.schedules has no _smooth')
     x = np.random.default_rng(0).uniform(1, 3, 20)
-    np.testing.assert_allclose(E._smooth_ref(list(x), 0.98), schedules._smooth(x, 0.98))
+    np.testing.assert_allclose(LR._smooth_ref(list(x), 0.98), schedules._smooth(x, 0.98))
 
 def test_confusion_reference_is_lessonlibs_and_sklearns():
     from sklearn.metrics import confusion_matrix
     rng = np.random.default_rng(0)
     t, p = rng.integers(0, 5, 200), rng.integers(0, 5, 200)
-    np.testing.assert_array_equal(E._confusion_ref(t, p, 6), confusion_matrix(t, p, labels=range(6)))
-    assert E.interpret.q1.check(lambda t, p, n: confusion_matrix(t, p, labels=range(n)), quiet=True)
+    np.testing.assert_array_equal(I._confusion_ref(t, p, 6), confusion_matrix(t, p, labels=range(6)))
+    assert I.q1.check(lambda t, p, n: confusion_matrix(t, p, labels=range(n)), quiet=True)
 
 def test_top_losses_reference_is_lessonlibs():
     from lessonlib.interpret import ClassificationInterpretation
-    log_preds, y = E._tl_data()
+    log_preds, y = I._tl_data()
     interp = ClassificationInterpretation(np.exp(log_preds), y, list('abcde'))
-    assert E.interpret.q4.check(lambda lp, y, k: interp.top_losses(k)[1], quiet=True), E.interpret.q4.last
+    assert I.q4.check(lambda lp, y, k: interp.top_losses(k)[1], quiet=True), I.q4.last
 
 def test_confusion_plot_answers_match_lessonlibs_interpretation():
     from lessonlib.interpret import ClassificationInterpretation
-    cm = E.interpret.q2.data['matrix']
+    cm = I.q2.data['matrix']
     actual = np.repeat(np.arange(4), cm.sum(1))
     predicted = np.concatenate([np.repeat(np.arange(4), row) for row in cm])
-    interp = ClassificationInterpretation(np.eye(4)[predicted], actual, E.interpret.q2.data['classes'])
+    interp = ClassificationInterpretation(np.eye(4)[predicted], actual, I.q2.data['classes'])
     np.testing.assert_array_equal(interp.confusion_matrix(), cm)
     a, p, n = interp.most_confused()[0]
-    assert E.interpret.q2.check((a, p), quiet=True) and n == 17
-    assert E.interpret.q3.check(interp.accuracy(), quiet=True)
+    assert I.q2.check((a, p), quiet=True) and n == 17
+    assert I.q3.check(interp.accuracy(), quiet=True)
 
 def test_confusion_plot_answers_are_consistent():
-    cm = E.interpret.q2.data['matrix']
+    cm = I.q2.data['matrix']
     off = cm - np.diag(np.diag(cm))
     i, j = np.unravel_index(off.argmax(), cm.shape)
-    assert E.interpret.q2.check((E._CM_CLASSES[i], E._CM_CLASSES[j]), quiet=True)
-    assert E.interpret.q3.check(np.trace(cm) / cm.sum(), quiet=True)
+    assert I.q2.check((I._CM_CLASSES[i], I._CM_CLASSES[j]), quiet=True)
+    assert I.q3.check(np.trace(cm) / cm.sum(), quiet=True)
 
 def test_lessonlib_open_image_is_a_right_answer():
     from lessonlib.data import open_image
-    assert E.data.q1.check(open_image, quiet=True), E.data.q1.last
+    assert MODS['data'].q1.check(open_image, quiet=True), MODS['data'].q1.last
 
 def test_lessonlib_create_head_is_a_right_answer():
     from lessonlib.models import create_head
-    assert E.models.q1.check(lambda nf, n: create_head(nf, n), quiet=True), E.models.q1.last
+    assert MODS['models'].q1.check(lambda nf, n: create_head(nf, n), quiet=True), MODS['models'].q1.last
     lin = [m for m in create_head(512, 10).modules() if type(m).__name__ == 'Linear']
-    assert E.models.q2.check(lin[0].in_features, quiet=True)
-    assert E.models.q3.check(sum(p.numel() for p in lin[-1].parameters()), quiet=True)
+    assert MODS['models'].q2.check(lin[0].in_features, quiet=True)
+    assert MODS['models'].q3.check(sum(p.numel() for p in lin[-1].parameters()), quiet=True)
 
 def test_lessonlib_cache_key_is_a_right_answer():
     from lessonlib.precompute import cache_key
-    assert E.precompute.q5.check(cache_key, quiet=True), E.precompute.q5.last
+    assert MODS['precompute'].q5.check(cache_key, quiet=True), MODS['precompute'].q5.last
 
 def test_cache_size_uses_the_bundled_body_width():
     from lessonlib.models import model_meta
     nf = model_meta['efficientnet_lite0'].nf
-    assert E.precompute.q4.check(6000 * 2 * nf * 2 / 1e6, quiet=True)
+    assert MODS['precompute'].q4.check(6000 * 2 * nf * 2 / 1e6, quiet=True)
 
 def test_zoom_answer_matches_lessonlibs_random_zoom():
     from lessonlib.augment import random_zoom
     (crop,) = random_zoom(64, 1.1)
-    assert E.augment.q5.check(64 * math.sqrt(crop.scale[0]), quiet=True)
+    assert MODS['augment'].q5.check(64 * math.sqrt(crop.scale[0]), quiet=True)
 
 def test_validation_transform_has_no_augmentation():
     from lessonlib.augment import tfms_from_stats, transforms_side_on
     trn, val = tfms_from_stats(((0.5,) * 3, (0.5,) * 3), 32, aug_tfms=transforms_side_on)
     assert trn.is_aug and not val.is_aug
-    assert E.augment.q4.check(val.is_aug, quiet=True)
+    assert MODS['augment'].q4.check(val.is_aug, quiet=True)
 
 def test_learner_claims_match_its_signature():
     "learner.q1 (BatchNorm frozen by default) and learner.q4 (TTA's n_aug=4 plus the original) read from the signatures."
@@ -255,4 +323,4 @@ def test_learner_claims_match_its_signature():
 
 def test_cleaner_moves_deleted_files_to_a_trash_folder():
     from lessonlib.cleaner import TRASH
-    assert TRASH and E.cleaner.q1.check('a', quiet=True)
+    assert TRASH and MODS['cleaner'].q1.check('a', quiet=True)
