@@ -232,13 +232,11 @@ def _exercise_cells(lesson, name, title, body):
 
 
 def _answer_cells(lesson, name):
-    from lessonlib.exercises import _fmt
     e, label, out = lesson[name], f'{lesson.name}-{name}', []
     if e.hints:
         hints = '\n'.join(f'{i}. {h}' for i, h in enumerate(e.hints, 1))
         out.append(f":::{{admonition}} Hint{'s' if len(e.hints) > 1 else ''}\n:class: tip, dropdown\n\n{hints}\n:::")
-    ans = (f"```python\n{e._solution.strip()}\n```" if e.kind == 'code'
-           else f"**Answer:** {e.data.get('solution_text', _fmt(e._solution))}")
+    ans = f"```python\n{e.solution_text}\n```" if e.kind == 'code' else f"**Answer:** {e.solution_text}"
     out.append(f"::::{{solution}} {label}\n:class: dropdown\n\n{ans}\n\n{e.explanation}\n::::")
     return _md('\n\n'.join(out))
 
@@ -257,11 +255,7 @@ def to_book(nb, path, labels, pages, exercises=None, used=None):
         if c.cell_type == 'raw': continue                # nbdev's front matter, now the title above
         if c.cell_type == 'markdown':
             src = _link(_src(c.source), labels, pages)
-            m = re.match(r'^\*\*(q\d+)\*\* · (.+)$', src.splitlines()[0]) if src else None
-            if pending and (m or _re_heading.match(src)): out.append(_answer_cells(*pending)); pending = None
-            if m and exercises is not None and m.group(1) in exercises._exercises:
-                out.append(_exercise_cells(exercises, m.group(1), m.group(2), src.split('\n', 1)[1] if '\n' in src else ''))
-                pending = (exercises, m.group(1)); continue
+            if pending and _re_heading.match(src): out.append(_answer_cells(*pending)); pending = None
             fenced = False
             for line in src.splitlines():                # the level a show_doc entry goes under (+1)
                 if line.lstrip().startswith('```'): fenced = not fenced
@@ -269,6 +263,13 @@ def to_book(nb, path, labels, pages, exercises=None, used=None):
                 if h: level = len(h.group(1))
             out.append(_md(src)); continue
         opts, code = _strip_opts(_src(c.source))
+        m = re.fullmatch(r'ex\.(q\d+)', code.strip())       # a lesson shows exercise `qN`: the exercise, then its answer
+        if m and exercises is not None and m.group(1) in exercises._exercises:
+            if pending: out.append(_answer_cells(*pending))
+            e = exercises[m.group(1)]
+            body = _link(e._repr_markdown_().split('\n\n', 1)[1], labels, pages)
+            out.append(_exercise_cells(exercises, e.name, e.title[:1].upper() + e.title[1:], body))
+            pending = (exercises, e.name); continue
         outs = [dict(o) for o in c.get('outputs', [])]
         if re.match(r'^show_doc\(', code.strip()):
             md = next((o['data']['text/markdown'] for o in outs if 'text/markdown' in o.get('data', {})), None)
@@ -330,8 +331,9 @@ def prepare(src, nbs=ROOT/'nbs'):
     if not paths: raise BuildError(f'no notebooks in {nbs}')
     errors = [e for p in paths for e in stored_errors(p)]
     if errors: raise BuildError('stored outputs hold an error (fix the lesson, then `make lessons`):\n  ' + '\n  '.join(errors))
-    from lessonlib.exercises import LESSONS
-    by_nb = {l.notebook: l for l in LESSONS.values()}
+    import importlib, pkgutil, lessonlib.exercises as E
+    for m in pkgutil.iter_modules(E.__path__): importlib.import_module(f'lessonlib.exercises.{m.name}')
+    by_nb = {l.notebook: l for l in E.LESSONS.values()}
     src.mkdir(parents=True, exist_ok=True)
     processed = {p: nbdev_process(p) for p in paths}
     labels = {m.group(1).lower() for nb in processed.values() for c in nb.cells if c.cell_type == 'code'
