@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 from .core import patch, subplots
 from .data import open_image
-from .cleaner import DatasetCleaner, CleanItem, unique_path, move_file
+from .journal import unique_path, move_file
+from .cleaner import DatasetCleaner, CleanItem
 
 # %% ../nbs/09a_suspects.ipynb #b515e603
 def _probs_losses(probs, targets):

@@ -1,10 +1,12 @@
-"""Tests for the cleaner: the file-operation engine (lessonlib.cleaner: journal, apply, undo, safety cases), the ranking
-(lessonlib.suspects) and the widget logic (lessonlib.cleaner_widget)."""
+"""Tests for the cleaner: the file-operation engine (lessonlib.cleaner: apply, undo, safety cases; on top of
+lessonlib.journal: safe moves, the journal, CSV bytes), the ranking (lessonlib.suspects) and the widget logic
+(lessonlib.cleaner_widget)."""
 import os, sys, json, shutil, subprocess, textwrap, warnings
 from pathlib import Path
 import pytest
 from lessonlib import cleaner as C
-from lessonlib.cleaner import DatasetCleaner, CleanItem, Journal, TRASH
+from lessonlib.cleaner import DatasetCleaner, CleanItem, TRASH
+from lessonlib.journal import Journal
 
 
 def make_folder(root, classes=('Coat', 'Shirt', 'Bag'), n=3, splits=('train', 'valid')):
