@@ -1,9 +1,12 @@
-"Tests for lessonlib.cleaner: the file-operation engine (journal, apply, undo, safety cases) and the widget logic."
+"""Tests for the cleaner: the file-operation engine (lessonlib.cleaner: apply, undo, safety cases; on top of
+lessonlib.journal: safe moves, the journal, CSV bytes), the ranking (lessonlib.suspects) and the widget logic
+(lessonlib.cleaner_widget)."""
 import os, sys, json, shutil, subprocess, textwrap, warnings
 from pathlib import Path
 import pytest
 from lessonlib import cleaner as C
-from lessonlib.cleaner import DatasetCleaner, CleanItem, Journal, TRASH
+from lessonlib.cleaner import DatasetCleaner, CleanItem, TRASH
+from lessonlib.journal import Journal
 
 
 def make_folder(root, classes=('Coat', 'Shirt', 'Bag'), n=3, splits=('train', 'valid')):
@@ -243,14 +246,14 @@ def test_error_midway_rolls_back(tmp_path, monkeypatch):
     before = snapshot(root)
     cl = DatasetCleaner.from_folder(root)
     for f in ('coat0', 'coat1', 'coat2'): cl.mark(f'train/Coat/{f}.png', 'delete')
-    real, n = C._move, []
+    real, n = C.move_file, []
     def flaky(src, dst):
         n.append(1)
         if len(n) == 3: raise OSError(5, 'Input/output error')       # the third move fails, once
         real(src, dst)
-    monkeypatch.setattr(C, '_move', flaky)
+    monkeypatch.setattr(C, 'move_file', flaky)
     with pytest.raises(RuntimeError, match='failed at step 2.*rolled back'): cl.apply()
-    monkeypatch.setattr(C, '_move', real)
+    monkeypatch.setattr(C, 'move_file', real)
     assert snapshot(root) == before and trash_files(root) == []
     assert len(cl.choices) == 3 and cl._pending() == []
     assert cl.undo().message == 'Nothing to undo.'
@@ -269,15 +272,15 @@ def test_crash_halfway_then_undo_in_a_new_session(tmp_path, monkeypatch, when, l
     cl = new()
     keys = sorted(cl.items)
     cl.mark(keys[0], 'delete'); cl.mark(keys[1], 'delete'); cl.mark(keys[2], cl.classes[0] if cl.items[keys[2]].label != cl.classes[0] else cl.classes[1])
-    real, n = C._move, []
+    real, n = C.move_file, []
     def dying(src, dst):
         if len(n) == 1:
             if when == 'after': real(src, dst)
             raise Crash()
         n.append(1); real(src, dst)
-    monkeypatch.setattr(C, '_move', dying)
+    monkeypatch.setattr(C, 'move_file', dying)
     with pytest.raises(Crash): cl.apply()
-    monkeypatch.setattr(C, '_move', real)
+    monkeypatch.setattr(C, 'move_file', real)
     assert snapshot(root) != before
     fresh = new()                                         # a restarted kernel
     assert fresh._pending()
@@ -298,11 +301,11 @@ CRASH_SCRIPT = textwrap.dedent('''
     for key in keys[:3]: cl.mark(key, 'delete')
     other = [c for c in cl.classes if c != cl.items[keys[3]].label][0]
     cl.mark(keys[3], other)
-    real, n = C._move, []
+    real, n = C.move_file, []
     def dying(src, dst):
         if len(n) == k: os._exit(3)                       # killed: no handler, no flush, nothing
         n.append(1); real(src, dst)
-    C._move = dying
+    C.move_file = dying
     cl.apply()
 ''')
 
@@ -400,7 +403,7 @@ def test_symlinked_folder_out_of_root_refused(tmp_path):
 import numpy as np
 from types import SimpleNamespace
 from PIL import Image
-from lessonlib.cleaner import ImageClassifierCleaner
+from lessonlib.cleaner_widget import ImageClassifierCleaner
 
 CLS = ['Bag', 'Coat', 'Shirt']
 
@@ -578,7 +581,7 @@ def test_rebuilt_data_has_new_labels_and_cache_key_changes(tmp_path):
 
 def test_out_of_fold_ranking_finds_flipped_labels(tmp_path):
     import torch
-    from lessonlib.cleaner import oof_probs
+    from lessonlib.suspects import oof_probs
     from lessonlib.core import set_seed, check_at_least
     seed = set_seed(0)                                   # LESSONLIB_SEED varies it in bench/margins.py
     rng = np.random.default_rng(seed)
@@ -607,7 +610,7 @@ def test_out_of_fold_ranking_finds_flipped_labels(tmp_path):
 
 
 def test_find_duplicates_shown_in_widget(tmp_path):
-    from lessonlib.cleaner import cosine_pairs
+    from lessonlib.suspects import cosine_pairs
     rng = np.random.default_rng(1)
     X = rng.normal(size=(50, 16)); X[7] = X[3] * 2.0; X[40] = X[12] + 1e-3
     pairs = cosine_pairs(X, 0.999, block=8)
@@ -622,3 +625,10 @@ def test_find_duplicates_shown_in_widget(tmp_path):
     w._dd['valid/Coat/coat1.png'].value = 'delete'
     w.apply()
     assert not (root/'valid/Coat/coat1.png').exists() and keys_shown(w) == []
+
+
+def test_engine_and_ranking_import_no_widgets():
+    "The engine (lessonlib.cleaner) and the ranking (lessonlib.suspects) work headless: neither imports ipywidgets."
+    code = "import sys, lessonlib.cleaner, lessonlib.suspects; assert 'ipywidgets' not in sys.modules, 'ipywidgets imported'"
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]

@@ -13,7 +13,7 @@ NOTEBOOK = '''
 from pathlib import Path
 from types import SimpleNamespace
 import numpy as np
-from lessonlib.cleaner import ImageClassifierCleaner
+from lessonlib.cleaner_widget import ImageClassifierCleaner
 classes = ['Bag', 'Coat', 'Shirt']
 root = Path('data').resolve()
 fnames = [root/'valid'/c/f'{c.lower()}{i}.png' for c in classes for i in range(3)]
