@@ -1,6 +1,8 @@
 """Benchmark: training DataLoader images/s (with augmentation) vs a bare PIL open+convert+resize loop, same files, same run.
 
-Prints one JSON object. Goal (issue #2): loader >= 0.9x the bare loop on 2 cores.
+Prints one JSON object. Goal (issue #2): loader >= 0.9x the bare loop on 2 cores. The loader is the fast one of
+lessonlib.fastload (what training uses); `plain_loader_0_workers_images_per_s` is lesson 1's plain code on the same
+images, for comparison (the two give the same batches, bit for bit).
 Usage: python bench/data.py [--sizes 64 128] [--repeats 7] [--num-workers N]
 The figures depend on what else runs on the machine: `loadavg` says how busy it was. Less sensitive to that are
 `cpu_us_per_image` (CPU time of all processes involved; `projected_idle_2core_ratio` derives the ratio on 2 idle
@@ -12,6 +14,7 @@ from PIL import Image
 import torch
 import torchvision.transforms.v2 as v2
 from lessonlib.data import ImageData, ImageTransform, get_dataset, default_workers
+from lessonlib.fastload import Loader, plain_loading   # importing it makes ImageData's loaders the fast ones
 
 def _cpu(procs):
     "CPU seconds (user + system) used so far by these processes."
@@ -45,11 +48,14 @@ def main(sizes=(64, 128), repeats=7, num_workers=None):
         data = ImageData.from_paths(path, tfms=tfms, bs=64, num_workers=num_workers)
         alt = ImageData.from_paths(path, tfms=tfms, bs=64, num_workers=0)   # the same, loading in the main process
         fnames, dl, dl0 = data.trn_ds.fnames, data.trn_dl, alt.trn_dl
+        with plain_loading(): dlp = alt.dl('train', shuffle=True)            # lesson 1's plain loader, main process
+        assert isinstance(dl, Loader) and isinstance(dl0, Loader) and not isinstance(dlp, Loader)
         t0 = time.perf_counter(); first = loader_epoch(dl)[0]; first_s = time.perf_counter() - t0   # starts the workers
         loader_epoch(dl0)
-        bare, loader, loader0 = [], [], []
+        bare, loader, loader0, plain0 = [], [], [], []
         for _ in range(repeats):          # interleaved, best of each: all see the same background load
             bare.append(bare_loop(fnames, sz)); loader.append(loader_epoch(dl)); loader0.append(loader_epoch(dl0))
+            with plain_loading(): plain0.append(loader_epoch(dlp))
         best = lambda runs: max(runs)[0]
         cpu = lambda runs: min(c for _, c in runs) * 1e6
         r = {'num_workers': dl.num_workers, 'persistent_workers': dl.persistent_workers, 'bs': 64,
@@ -59,16 +65,18 @@ def main(sizes=(64, 128), repeats=7, num_workers=None):
              'loader_first_epoch_images_per_s': round(first), 'first_epoch_s': round(first_s, 2),
              'loader_0_workers_images_per_s': round(best(loader0)),
              'ratio_0_workers_over_bare': round(best(loader0) / best(bare), 2),
+             'plain_loader_0_workers_images_per_s': round(best(plain0)),
+             'ratio_fast_over_plain_0_workers': round(best(loader0) / best(plain0), 2),
              'cpu_us_per_image': {'bare': round(cpu(bare)), 'loader_all_processes': round(cpu(loader)),
-                                  'loader_0_workers': round(cpu(loader0))},
+                                  'loader_0_workers': round(cpu(loader0)), 'plain_loader_0_workers': round(cpu(plain0))},
              'all_bare': [round(b) for b, _ in bare], 'all_loader': [round(l) for l, _ in loader],
-             'all_loader_0_workers': [round(l) for l, _ in loader0]}
+             'all_loader_0_workers': [round(l) for l, _ in loader0], 'all_plain_loader_0_workers': [round(l) for l, _ in plain0]}
         # contention-free projection from CPU time: bare uses 1 core; the loader's workers share the cores
         ncores = min(2, res['affinity'])
         r['projected_idle_2core_ratio'] = round(min(ncores, max(dl.num_workers, 1)) * cpu(bare) / cpu(loader), 2)
         r['goal_met'] = r['ratio_loader_over_bare'] >= 0.9
         res['sizes'][str(sz)] = r
-        del dl, dl0, data, alt
+        del dl, dl0, dlp, data, alt
     res['loadavg_after'] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(res, indent=2))
     return res

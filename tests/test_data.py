@@ -1,5 +1,5 @@
-"Tests of lessonlib.data beyond the lesson: every kind of bad input, the dataset builders, loaders and plots."
-import csv, gzip, json, os, time, warnings
+"Tests of lessonlib.data beyond the lesson: every kind of bad input, loaders and plots (the dataset builders: test_external.py)."
+import csv, json, sys, warnings
 from pathlib import Path
 import numpy as np
 import pytest
@@ -10,9 +10,16 @@ import matplotlib
 matplotlib.use('Agg')
 from matplotlib.figure import Figure
 
-import lessonlib.data as D
-from lessonlib.data import (CLASSES, ImageData, ImageDataset, ImageTransform, get_cv_idxs, get_dataset, image_problem,
-                            open_image, read_idx, download_url, fashion_mnist_arrays, file_sha256, default_workers)
+from lessonlib.data import (ImageData, ImageDataset, ImageTransform, get_cv_idxs, image_problem, open_image,
+                            default_workers)
+
+@pytest.fixture(autouse=True)
+def _plain_code():
+    "These tests check lesson 1's plain code, also when another test file has imported lessonlib.fastload (which speeds it up)."
+    fastload = sys.modules.get('lessonlib.fastload')
+    if fastload is None: yield
+    else:
+        with fastload.plain_loading(): yield
 
 # ---------------------------------------------------------------- helpers
 def _png(path, size=(12, 10), color=None, mode='RGB', seed=0):
@@ -43,112 +50,6 @@ def tiny_csv(root, rows, header=('id', 'label'), folder='train', make_files=True
 
 def _rows(n_per=4, classes=('cat', 'dog')):
     return [(f'{c}{i:02d}', c) for c in classes for i in range(n_per)]
-
-# ---------------------------------------------------------------- get_dataset
-def test_sample_layout_and_speed(sample_path):
-    assert sample_path.parent == Path(os.environ['LESSONLIB_DATA'])
-    assert sorted(p.name for p in (sample_path/'train').iterdir()) == sorted(CLASSES)
-    for c in CLASSES:
-        assert len(list((sample_path/'train'/c).glob('*.png'))) == 600
-        assert len(list((sample_path/'valid'/c).glob('*.png'))) == 100
-    t0 = time.perf_counter(); assert get_dataset('fashion-sample') == sample_path
-    assert time.perf_counter() - t0 < 0.05
-    # the images are the bundled arrays, written losslessly
-    z = np.load(Path(D.__file__).parent/'assets'/'fashion_sample.npz')
-    i = 17; f = sample_path/'train'/CLASSES[z['y_train'][i]]/f"{z['idx_train'][i]:05d}.png"
-    np.testing.assert_array_equal(np.asarray(Image.open(f)), z['x_train'][i])
-    assert not list(sample_path.parent.glob('.fashion-sample.tmp-*'))
-
-def test_unknown_dataset_name():
-    with pytest.raises(ValueError, match="name='mnist'.*fashion-sample"): get_dataset('mnist')
-
-def test_atomic_build_failure_leaves_nothing(tmp_path, monkeypatch):
-    def boom(tmp, src=None):
-        (tmp/'train').mkdir(); (tmp/'train'/'half.png').write_bytes(b'x'); raise KeyboardInterrupt
-    monkeypatch.setitem(D._BUILDERS, 'fashion-sample', boom)
-    with pytest.raises(KeyboardInterrupt): get_dataset('fashion-sample', dest=tmp_path)
-    assert list(tmp_path.iterdir()) == []
-
-def test_stale_tmp_of_dead_process_is_removed(tmp_path, monkeypatch):
-    stale = tmp_path/'.fashion-sample.tmp-999999999-abc'; (stale/'train').mkdir(parents=True)
-    monkeypatch.setitem(D._BUILDERS, 'fashion-sample', lambda tmp, src=None: (tmp/'ok').write_text('1'))
-    out = get_dataset('fashion-sample', dest=tmp_path)
-    assert out == tmp_path/'fashion-sample' and (out/'ok').exists() and not stale.exists()
-
-def test_concurrent_finisher_wins(tmp_path, monkeypatch):
-    "If another process renamed its finished copy first, ours is discarded and theirs returned."
-    def build(tmp, src=None):
-        (tmp/'mine').write_text('1')
-        (tmp_path/'fashion-sample').mkdir(); (tmp_path/'fashion-sample'/'theirs').write_text('1')
-    monkeypatch.setitem(D._BUILDERS, 'fashion-sample', build)
-    out = get_dataset('fashion-sample', dest=tmp_path)
-    assert sorted(p.name for p in out.iterdir()) == ['theirs']
-    assert [p.name for p in tmp_path.iterdir()] == ['fashion-sample']
-
-def test_sample_csv_layout(tmp_path):
-    p = get_dataset('fashion-sample-csv', dest=tmp_path)
-    rows = list(csv.reader(open(p/'labels.csv')))
-    assert rows[0] == ['id', 'label'] and len(rows) == 6001
-    assert len(list((p/'train').glob('*.png'))) == 6000 and len(list((p/'test').glob('*.png'))) == 1000
-    assert {r[1] for r in rows[1:]} == set(CLASSES)
-
-def _write_idx(path, arr, gz=True):
-    arr = np.asarray(arr, np.uint8)
-    raw = b'\0\0\x08' + bytes([arr.ndim]) + b''.join(int(s).to_bytes(4, 'big') for s in arr.shape) + arr.tobytes()
-    Path(path).write_bytes(gzip.compress(raw) if gz else raw)
-
-def _fake_fashion(folder, n_train=20, n_test=10, gz=True):
-    folder.mkdir(parents=True, exist_ok=True); rng = np.random.default_rng(0)
-    sfx = '.gz' if gz else ''
-    _write_idx(folder/f'train-images-idx3-ubyte{sfx}', rng.integers(0, 255, (n_train, 28, 28)), gz)
-    _write_idx(folder/f'train-labels-idx1-ubyte{sfx}', np.arange(n_train) % 10, gz)
-    _write_idx(folder/f't10k-images-idx3-ubyte{sfx}', rng.integers(0, 255, (n_test, 28, 28)), gz)
-    _write_idx(folder/f't10k-labels-idx1-ubyte{sfx}', np.arange(n_test) % 10, gz)
-    return folder
-
-@pytest.mark.parametrize('gz', [True, False])
-def test_full_fashion_from_user_folder(tmp_path, gz):
-    src = _fake_fashion(tmp_path/'idx', gz=gz)
-    out = get_dataset('fashion-mnist', dest=tmp_path/'cache', src=src)
-    assert len(list((out/'train').rglob('*.png'))) == 20 and len(list((out/'valid').rglob('*.png'))) == 10
-    data = ImageData.from_paths(out)
-    assert data.c == 10 and len(data.trn_ds) == 20
-
-def test_full_fashion_missing_user_folder(tmp_path):
-    with pytest.raises(FileNotFoundError, match='src=.*nowhere'): get_dataset('fashion-mnist', dest=tmp_path, src=tmp_path/'nowhere')
-    (tmp_path/'empty').mkdir()
-    with pytest.raises(FileNotFoundError, match='train-images-idx3-ubyte'): fashion_mnist_arrays(tmp_path/'empty')
-    assert not (tmp_path/'fashion-mnist').exists()
-
-@pytest.mark.skipif(not D.DEBIAN_FASHION.exists(), reason="Debian's dataset-fashion-mnist is not installed")
-def test_full_fashion_arrays_from_debian():
-    xtr, ytr, xte, yte = fashion_mnist_arrays()
-    assert xtr.shape == (60000, 28, 28) and xte.shape == (10000, 28, 28) and np.bincount(yte).tolist() == [1000]*10
-
-def test_download_checks_sha256(tmp_path):
-    src = _fake_fashion(tmp_path/'server')
-    f = src/'t10k-labels-idx1-ubyte.gz'
-    good = download_url(f.as_uri(), tmp_path/'dl'/'a.gz', file_sha256(f))
-    assert good.read_bytes() == f.read_bytes()
-    with pytest.raises(ValueError, match='SHA-256.*expected 0000'):
-        download_url(f.as_uri(), tmp_path/'dl'/'b.gz', '0'*64)
-    assert sorted(p.name for p in (tmp_path/'dl').iterdir()) == ['a.gz']   # the bad download was not kept
-
-def test_download_from_url_uses_official_hashes(tmp_path):
-    "A mirror serving files that are not the official ones is refused, naming the file."
-    src = _fake_fashion(tmp_path/'mirror')
-    with pytest.raises(ValueError, match='train-images-idx3-ubyte.gz: SHA-256'):
-        get_dataset('fashion-mnist', dest=tmp_path/'cache', src=src.as_uri())
-    assert not (tmp_path/'cache'/'fashion-mnist').exists()
-
-def test_read_idx_errors(tmp_path):
-    (tmp_path/'a').write_bytes(b'hello world')
-    with pytest.raises(ValueError, match='not an IDX file'): read_idx(tmp_path/'a')
-    _write_idx(tmp_path/'b', np.zeros((3, 4)), gz=False)
-    (tmp_path/'c').write_bytes((tmp_path/'b').read_bytes()[:-2])
-    with pytest.raises(ValueError, match="c: header says shape \\(3, 4\\)"): read_idx(tmp_path/'c')
-    (tmp_path/'d.gz').write_bytes(gzip.compress(b'\0'*40)[:-5])
-    with pytest.raises(ValueError, match='corrupt gzip'): read_idx(tmp_path/'d.gz')
 
 # ---------------------------------------------------------------- images and transforms
 @pytest.mark.parametrize('mode,fmt', [('L', 'png'), ('LA', 'png'), ('P', 'png'), ('RGBA', 'png'), ('I;16', 'png'),
