@@ -13,6 +13,7 @@ import matplotlib
 import matplotlib.pyplot as plt
 from .core import set_seed, atomic_write_json
 from .data import get_dataset, ImageData
+import lessonlib.csvdata                        # ImageData.from_csv
 from .augment import tfms_from_model, transforms_side_on, show_augs
 from .learner import ConvLearner
 from .precompute import PrecomputeAugWarning

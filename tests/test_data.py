@@ -1,5 +1,5 @@
-"Tests of lessonlib.data beyond the lesson: every kind of bad input, loaders and plots (the dataset builders: test_external.py)."
-import csv, json, sys, warnings
+"Tests of lessonlib.data beyond the lesson: every kind of bad input, loaders and plots (the dataset builders: test_external.py; the CSV layout: test_csvdata.py)."
+import json, sys, warnings
 from pathlib import Path
 import numpy as np
 import pytest
@@ -10,8 +10,7 @@ import matplotlib
 matplotlib.use('Agg')
 from matplotlib.figure import Figure
 
-from lessonlib.data import (ImageData, ImageDataset, ImageTransform, get_cv_idxs, image_problem, open_image,
-                            default_workers)
+from lessonlib.data import ImageData, ImageDataset, ImageTransform, image_problem, open_image, default_workers
 
 @pytest.fixture(autouse=True)
 def _plain_code():
@@ -38,18 +37,6 @@ def tiny_folder(root, classes=('cat', 'dog', 'eel'), n_train=4, n_valid=2, valid
         for c in cls:
             for i in range(n): _png(root/split/c/f'{c}_{i}.png', seed=hash((split, c, i)) % 1000)
     return root
-
-def tiny_csv(root, rows, header=('id', 'label'), folder='train', make_files=True):
-    root = Path(root); (root/folder).mkdir(parents=True, exist_ok=True)
-    with open(root/'labels.csv', 'w', newline='', encoding='utf-8') as f:
-        w = csv.writer(f); w.writerow(header)
-        for r in rows:
-            w.writerow(r)
-            if make_files and r and r[0] and '..' not in r[0]: _png(root/folder/f'{r[0]}.png', seed=len(r[0]))
-    return root
-
-def _rows(n_per=4, classes=('cat', 'dog')):
-    return [(f'{c}{i:02d}', c) for c in classes for i in range(n_per)]
 
 # ---------------------------------------------------------------- images and transforms
 @pytest.mark.parametrize('mode,fmt', [('L', 'png'), ('LA', 'png'), ('P', 'png'), ('RGBA', 'png'), ('I;16', 'png'),
@@ -243,116 +230,6 @@ def test_loader_with_workers(tmp_path):
     assert sorted(torch.cat([y for _, y in data.trn_dl]).tolist()) == sorted(data.trn_y.tolist())
     assert default_workers(10) == 0 and default_workers(100_000) >= 1
 
-# ---------------------------------------------------------------- from_csv
-def test_from_csv_basics(tmp_path):
-    root = tiny_csv(tmp_path/'csv ds', _rows(5, ('cat', 'dog')))
-    _png(root/'test'/'t1.png')
-    data = ImageData.from_csv(root, 'train', 'labels.csv', val_idxs=[0, 5], tfms=(ImageTransform(16), ImageTransform(16)),
-                              bs=3, test_name='test')
-    assert data.classes == ['cat', 'dog'] and not data.is_multi and data.layout == 'csv'
-    assert data.csv_path == root/'labels.csv' and data.folder == 'train'
-    assert [f.name for f in data.val_ds.fnames] == ['cat00.png', 'dog00.png'] and data.val_y.tolist() == [0, 1]
-    assert len(data.trn_ds) == 8 and data.trn_y.dtype == np.int64 and len(data.test_ds) == 1
-    xb, yb = next(iter(data.trn_dl)); assert xb.shape == (3, 3, 16, 16)
-    # the default split is get_cv_idxs(n) over the CSV rows; an absolute csv path works too
-    d2 = ImageData.from_csv(root, 'train', root/'labels.csv')
-    assert len(d2.val_ds) == 2 and {f.stem for f in d2.val_ds.fnames} == {_rows(5)[i][0] for i in get_cv_idxs(10)}
-
-def test_from_csv_multi_label(tmp_path):
-    rows = [('a', 'coat red'), ('b', 'coat'), ('c', 'red dress'), ('d', 'dress'), ('e', 'coat dress red')]
-    root = tiny_csv(tmp_path, rows, header=('image_name', 'tags'))
-    data = ImageData.from_csv(root, 'train', 'labels.csv', val_idxs=[4])
-    assert data.is_multi and data.classes == ['coat', 'dress', 'red'] and data.c == 3
-    assert data.trn_y.dtype == np.float32 and data.trn_y.tolist() == [[1, 0, 1], [1, 0, 0], [0, 1, 1], [0, 1, 0]]
-    x, y = data.val_ds[0]; assert y.dtype == torch.float32 and y.tolist() == [1, 1, 1]
-    assert data.label_str(y) == 'coat dress red'
-    _, yb = next(iter(data.trn_dl)); assert yb.shape == (4, 3)
-
-def test_from_csv_missing_file(tmp_path):
-    root = tiny_csv(tmp_path, _rows(3))
-    (root/'train'/'dog01.png').unlink()
-    with pytest.raises(FileNotFoundError, match=r'labels.csv: 1 image.*line 6: .*dog01.png'):
-        ImageData.from_csv(root, 'train', 'labels.csv', val_idxs=[0, 3])
-    with pytest.raises(FileNotFoundError, match="suffix='.jpg'"):
-        ImageData.from_csv(root, 'train', 'labels.csv', val_idxs=[0, 3], suffix='.jpg')
-
-def test_from_csv_duplicate_id(tmp_path):
-    root = tiny_csv(tmp_path, _rows(3) + [('cat01', 'dog')])
-    with pytest.raises(ValueError, match="labels.csv line 8: duplicate id 'cat01' \\(first on line 3\\)"):
-        ImageData.from_csv(root, 'train', 'labels.csv')
-
-def test_from_csv_empty_label(tmp_path):
-    root = tiny_csv(tmp_path, _rows(3) + [('cat09', '  ')])
-    with pytest.raises(ValueError, match="line 8: empty label for id 'cat09'"): ImageData.from_csv(root, 'train', 'labels.csv')
-
-def test_from_csv_unknown_column(tmp_path):
-    root = tiny_csv(tmp_path, [(i, l, 'x') for i, l in _rows(3)], header=('id', 'breed', 'source'))
-    with pytest.raises(ValueError, match=r"line 1: 3 columns.*label_col="): ImageData.from_csv(root, 'train', 'labels.csv')
-    with pytest.raises(ValueError, match=r"label_col='label': unknown column.*\['id', 'breed', 'source'\]"):
-        ImageData.from_csv(root, 'train', 'labels.csv', label_col='label')
-    data = ImageData.from_csv(root, 'train', 'labels.csv', label_col='breed', val_idxs=[0, 3])
-    assert data.classes == ['cat', 'dog']
-
-def test_from_csv_ragged_line_and_empty_file(tmp_path):
-    root = tiny_csv(tmp_path, _rows(3))
-    with open(root/'labels.csv', 'a') as f: f.write('cat07,cat,extra\n')
-    with pytest.raises(ValueError, match='line 8: 3 fields but the header has 2'): ImageData.from_csv(root, 'train', 'labels.csv')
-    (root/'labels.csv').write_text('')
-    with pytest.raises(ValueError, match='line 1'): ImageData.from_csv(root, 'train', 'labels.csv')
-    (root/'labels.csv').write_text('id,label\n')
-    with pytest.raises(ValueError, match='no labelled rows'): ImageData.from_csv(root, 'train', 'labels.csv')
-    with pytest.raises(FileNotFoundError, match='csv_fname.*nolabels.csv'): ImageData.from_csv(root, 'train', 'nolabels.csv')
-    with pytest.raises(FileNotFoundError, match="folder='imgs'"): ImageData.from_csv(root, 'imgs', 'labels.csv')
-
-def test_from_csv_class_only_in_valid(tmp_path):
-    root = tiny_csv(tmp_path, _rows(3) + [('yak00', 'yak')])
-    with pytest.raises(ValueError, match=r"\['yak'\] only appear in validation rows.*lines \[8\]"):
-        ImageData.from_csv(root, 'train', 'labels.csv', val_idxs=[0, 6])
-
-def test_from_csv_bad_val_idxs(tmp_path):
-    root = tiny_csv(tmp_path, _rows(3))
-    for bad, msg in (([0, 6], 'in 0..5'), ([1, 1], 'repeated'), ([0.5], 'integer'), ([], 'at least one'),
-                     (list(range(6)), 'at least one')):
-        with pytest.raises(ValueError, match=msg): ImageData.from_csv(root, 'train', 'labels.csv', val_idxs=bad)
-
-def test_from_csv_id_outside_folder(tmp_path):
-    root = tiny_csv(tmp_path, _rows(3) + [('../../etc/passwd', 'cat')])
-    with pytest.raises(ValueError, match="line 8: id '../../etc/passwd' points outside"):
-        ImageData.from_csv(root, 'train', 'labels.csv')
-
-def test_from_csv_spaces_and_non_ascii(tmp_path):
-    rows = [('chat noir', 'Katze'), ('chat été', 'Katze'), ('犬 1', 'Hund'), ('犬 2', 'Hund'), ('ä', 'Hund'), ('ö', 'Katze')]
-    root = tiny_csv(tmp_path/'dossier à moi', rows)
-    data = ImageData.from_csv(root, 'train', 'labels.csv', val_idxs=[0, 2], label_delim=None)
-    assert data.classes == ['Hund', 'Katze'] and len(data.trn_ds) == 4
-    assert sum(len(x) for x, _ in data.trn_dl) == 4
-
-def test_from_csv_bad_image_skipped(tmp_path, warned_here):
-    root = tiny_csv(tmp_path, _rows(3))
-    (root/'train'/'cat02.png').write_bytes(b'')
-    with pytest.warns(UserWarning, match='(?s)1 unusable.*cat02.png: empty') as rec:
-        data = ImageData.from_csv(root, 'train', 'labels.csv', val_idxs=[0, 3])
-    warned_here(rec, 'unusable')
-    assert len(data.trn_ds) == 3 and data.trn_y.tolist() == [0, 1, 1]
-
-# ---------------------------------------------------------------- get_cv_idxs
-def test_get_cv_idxs_as_in_the_notes():
-    np.random.seed(42); ref = np.random.permutation(1000)
-    np.testing.assert_array_equal(get_cv_idxs(1000), ref[800:1000])     # cv_idx=4 is the last fold
-    np.testing.assert_array_equal(get_cv_idxs(1000, cv_idx=0, val_pct=0.1, seed=42), ref[:100])
-    state = np.random.get_state()[1].copy(); get_cv_idxs(10)
-    np.testing.assert_array_equal(np.random.get_state()[1], state)        # global seed untouched
-    folds = np.concatenate([get_cv_idxs(1000, cv_idx=i) for i in range(5)])
-    assert sorted(folds.tolist()) == list(range(1000))
-
-@pytest.mark.parametrize('val_pct', [0, 1, -0.2, 1.2, float('nan'), 'x'])
-def test_get_cv_idxs_val_pct_outside(val_pct):
-    with pytest.raises(ValueError, match='val_pct'): get_cv_idxs(100, val_pct=val_pct)
-
-def test_get_cv_idxs_other_bad_args():
-    with pytest.raises(ValueError, match='n=1'): get_cv_idxs(1)
-    with pytest.raises(ValueError, match='cv_idx=5'): get_cv_idxs(100, cv_idx=5)
-
 # ---------------------------------------------------------------- exploring, resizing
 def test_show_batch_and_size_hist(tmp_path):
     root = tiny_folder(tmp_path)
@@ -367,16 +244,6 @@ def test_show_batch_and_size_hist(tmp_path):
     fig = data.plot_size_hist(); assert isinstance(fig, Figure) and 'sz = 64' in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     import matplotlib.pyplot as plt
     f2, ax = plt.subplots(); assert data.plot_size_hist(ds='valid', ax=ax) is f2; plt.close(f2)
-
-def test_resize_and_with_tfms_keep_the_split(tmp_path):
-    root = tiny_csv(tmp_path, _rows(4))
-    data = ImageData.from_csv(root, 'train', 'labels.csv', val_idxs=[1, 5], tfms=(ImageTransform(16, augs=[v2.RandomHorizontalFlip()]), ImageTransform(16)))
-    big = data.resize(40)
-    assert big.sz == 40 and big.tfms[1].sz == 40 and big.tfms[0].augs == data.tfms[0].augs
-    assert big.trn_ds.fnames == data.trn_ds.fnames and big.val_ds.fnames == data.val_ds.fnames
-    assert big.layout == 'csv' and big.csv_path == data.csv_path and big.fix_ds[0][0].shape == (3, 40, 40)
-    other = data.with_tfms((ImageTransform(8), ImageTransform(8)))
-    assert other.val_ds[0][0].shape == (3, 8, 8) and data.val_ds[0][0].shape == (3, 16, 16)
 
 def test_dataset_validation():
     with pytest.raises(ValueError, match='2 files but 1 labels'): ImageDataset(['a', 'b'], [0], ['x'], check=False)

@@ -9,12 +9,14 @@ from PIL import Image
 
 import lessonlib.fastload as F
 from lessonlib.data import ImageData, ImageDataset, ImageTransform
+import lessonlib.csvdata                        # ImageData.from_csv
 from lessonlib.fastload import Loader, plain_loading
 
-# lesson 1's loader tests, run again here on the fast path (in test_data.py they run on the plain one)
+# lesson 1's loader tests, run again here on the fast path (in test_data.py and test_csvdata.py they run on the plain one)
 from test_data import (test_bad_files_skipped_with_one_warning, test_file_breaking_mid_epoch_never_crashes,
                        test_from_paths_basics, test_drop_last_only_for_a_batch_of_one, test_loader_with_workers,
-                       test_from_csv_basics, test_from_csv_multi_label, test_paths_with_spaces_and_non_ascii, tiny_folder)
+                       test_paths_with_spaces_and_non_ascii, tiny_folder)
+from test_csvdata import test_from_csv_basics, test_from_csv_multi_label
 
 class _TensorOnlyFlip(torch.nn.Module):
     "A flip with no PIL support, to force the tensor path."
@@ -87,7 +89,7 @@ def test_fast_loader_gives_lesson_1s_batches(tmp_path, num_workers, augs):
         for (fx, fy), (px, py) in zip(fast, plain): assert torch.equal(fx, px) and torch.equal(fy, py)
 
 def test_fast_loader_multi_label_csv(tmp_path):
-    from test_data import tiny_csv
+    from test_csvdata import tiny_csv
     rows = [('a', 'coat red'), ('b', 'coat'), ('c', 'red dress'), ('d', 'dress'), ('e', 'coat dress red'), ('f', 'red')]
     root = tiny_csv(tmp_path, rows, header=('image_name', 'tags'))
     data = ImageData.from_csv(root, 'train', 'labels.csv', val_idxs=[4], bs=2,
