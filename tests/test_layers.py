@@ -255,7 +255,7 @@ def test_rank_and_placement():
     'm = __import__("lessonlib.precompute")',
 ])
 def test_later_layer_is_caught(src):
-    assert _why(src) == ['learner (layer 7: learner) imports precompute (layer 9: precompute), a later layer']
+    assert _why(src) == ['learner (layer 8: learner) imports precompute (layer 10: precompute), a later layer']
 
 @pytest.mark.parametrize('src', [
     'from .core import patch\nfrom .data import open_image\nimport lessonlib.models as M\nfrom . import models as S\nM.create_cnn, S.get_arch',
@@ -285,7 +285,7 @@ def test_exercises_rules():
                 'exercises.learner') == []
     assert _why('from . import Exercise', 'exercises.learner') == []
     assert _why('from ..precompute import ActivationCache', 'exercises.learner') == [
-        'exercises.learner (layer 7: learner) imports precompute (layer 9: precompute), a later layer']
+        'exercises.learner (layer 8: learner) imports precompute (layer 10: precompute), a later layer']
     assert _why('from ..data import x', 'exercises.core') == [
         'exercises.core (layer 1: core) imports data (layer 4: data), a later layer']
     assert _why('from . import _choice', 'exercises.core') == ['imports the private name _choice of exercises']
@@ -295,7 +295,7 @@ def test_exercises_rules():
     assert _why('from .learner import x', 'exercises', is_pkg=True) == [    # from exercises/__init__.py: exercises.learner
         'the exercise framework (layer 2) imports exercises.learner, one lesson\'s questions']
     assert _why('from ..learner import x', 'exercises', is_pkg=True) == [   # `..` from exercises/__init__.py: lessonlib
-        'exercises (layer 2: exercises) imports learner (layer 7: learner), a later layer']
+        'exercises (layer 2: exercises) imports learner (layer 8: learner), a later layer']
     assert _why('from ..learner import x', 'exercises.learner') == []
     assert _why('import importlib\ndef lib(n): return importlib.import_module(f"lessonlib.{n}")', 'exercises') == [
         'imports a lessonlib module named at run time: import it by name']
