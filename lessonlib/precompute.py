@@ -5,23 +5,25 @@
 # %% auto #0
 __all__ = ['CACHE_FORMAT', 'KEY_CHARS', 'CHECKPOINT_SECS', 'FULL_VERIFY_BYTES', 'cache_key', 'file_manifest',
            'module_fingerprint', 'cache_parts', 'CacheCorrupt', 'PrecomputeAugWarning', 'warn_augs_ignored',
-           'CacheLoader', 'describe_changes', 'ActivationCache']
+           'CacheLoader', 'describe_changes', 'ActivationCache', 'CachedActivations']
 
 # %% ../nbs/04_precompute.ipynb #cbafd68c
 import os, re, json, math, time, random, shutil, hashlib, tempfile, warnings, contextlib
 from pathlib import Path
 import numpy as np
 import torch
+from torch import nn
 from torch.utils.data import DataLoader, Subset
-from .core import default_device, progress, atomic_write_json, user_stacklevel
+from .core import default_device, progress, atomic_write_json, user_stacklevel, patch, file_sha256, tensor_digest
 from .data import default_workers
+from .learner import ConvLearner
 
 # %% ../nbs/04_precompute.ipynb #c54229d6
 try: import fcntl
 except ImportError: fcntl = None  # Windows: no build lock, builds stay atomic
 
 # %% ../nbs/04_precompute.ipynb #0cc8f0ad
-CACHE_FORMAT = 1                  # bump when the layout of a cache folder changes
+CACHE_FORMAT = 2                  # bump when the layout of a cache folder or of its key changes (2: tensor_digest weights)
 KEY_CHARS = 24                    # hex digits of the key used as the folder name
 CHECKPOINT_SECS = 2.0             # how often a build records its progress (for resuming)
 FULL_VERIFY_BYTES = 512 * 2**20   # caches up to this size are fully checksummed when opened
@@ -47,13 +49,9 @@ def file_manifest(fnames, root=None):
 
 # %% ../nbs/04_precompute.ipynb #d68e8619
 def module_fingerprint(module):
-    "SHA-256 of a module's structure (its repr) and, separately, of all its parameters and buffers."
+    "SHA-256 of a module's structure (its repr) and, separately, of all its parameters and buffers (`tensor_digest`)."
     struct = re.sub(r'0x[0-9a-f]+', '0x', repr(module))   # memory addresses differ per run
-    h = hashlib.sha256()
-    for k, v in module.state_dict().items():
-        v = v.detach().to('cpu').contiguous().reshape(-1)
-        h.update(f'{k}:{v.dtype}:{tuple(v.shape)}'.encode()); h.update(v.view(torch.uint8).numpy())
-    return {'structure': hashlib.sha256(struct.encode()).hexdigest()[:16], 'weights': h.hexdigest()[:16]}
+    return {'structure': hashlib.sha256(struct.encode()).hexdigest()[:16], 'weights': tensor_digest(module.state_dict())[:16]}
 
 # %% ../nbs/04_precompute.ipynb #248b564b
 def _tfm_desc(ds, split):
@@ -73,15 +71,6 @@ def cache_parts(feature_fn, datasets, key_parts=None, dtype='float16', n_augs=0,
             'splits': splits}
 
 # %% ../nbs/04_precompute.ipynb #957e6e0c
-def _digest(path, quick=False, block=2**20):
-    "SHA-256 of a file's bytes; with `quick`, of 16 evenly spaced `block`-byte pieces (all of it when small)."
-    size = os.path.getsize(path)
-    with open(path, 'rb') as f:
-        if not quick or size <= 16 * block: return hashlib.file_digest(f, 'sha256').hexdigest()
-        h = hashlib.sha256()
-        for i in range(16): f.seek(i * (size - block) // 15); h.update(f.read(block))
-    return h.hexdigest()
-
 class CacheCorrupt(Exception):
     "A cache folder that does not match its manifest."
 
@@ -161,6 +150,7 @@ def warn_augs_ignored(tfm, n_augs=0):
 
 class _SeededView(torch.utils.data.Dataset):
     "Item i of `ds` with every random generator seeded by (seed, view, i): the same augmented view every time."
+    # CPU generators only (not `keep_random_state`, which also saves CUDA's: a forked DataLoader worker may not touch CUDA)
     def __init__(self, ds, seed, view): self.ds, self.seed, self.view = ds, seed, view
     def __len__(self): return len(self.ds)
     def __getitem__(self, i):
@@ -297,7 +287,7 @@ def _check(folder, manifest, full):
         p = Path(folder)/f'{name}.npy'
         if not p.exists(): out.append(f'{p.name} is missing'); continue
         if p.stat().st_size != m['bytes']: out.append(f"{p.name} has {p.stat().st_size} bytes, expected {m['bytes']}"); continue
-        if _digest(p, quick=not full) != m['sha256' if full else 'quick']: out.append(f'{p.name} checksum mismatch')
+        if file_sha256(p, quick=not full) != m['sha256' if full else 'quick']: out.append(f'{p.name} checksum mismatch')
     return out
 
 def _open_dir(folder, key, n_rows, full=None):
@@ -323,8 +313,8 @@ def _plan(datasets, n_augs, aug_ds, seed):
 
 def _manifest(key, parts, shapes, folder, built_s):
     "The manifest of a finished build (checksums of each file when `folder` is given)."
-    files = {} if folder is None else {n: {'bytes': (folder/f'{n}.npy').stat().st_size, 'sha256': _digest(folder/f'{n}.npy'),
-                                            'quick': _digest(folder/f'{n}.npy', quick=True)} for n in shapes}
+    files = {} if folder is None else {n: {'bytes': (folder/f'{n}.npy').stat().st_size, 'sha256': file_sha256(folder/f'{n}.npy'),
+                                            'quick': file_sha256(folder/f'{n}.npy', quick=True)} for n in shapes}
     lite = {**parts, 'splits': {s: {k: v for k, v in p.items() if k != 'files'} for s, p in parts['splits'].items()}}
     return {'key': key, 'format': CACHE_FORMAT, 'parts': lite, 'shapes': {n: list(s) for n, s in shapes.items()},
             'dtype': parts['dtype'], 'files': files, 'created': time.time(), 'build_seconds': round(built_s, 3)}
@@ -515,3 +505,74 @@ class ActivationCache:
             f"  built {time.strftime('%Y-%m-%d %H:%M', time.localtime(m['created']))} in {m['build_seconds']:.1f} s"] +
             (['  changed since the previous cache: ' + '; '.join(self.changes)] if self.changes else []))
     __repr__ = describe
+
+# %% ../nbs/04_precompute.ipynb #78281c1f
+class CachedActivations:
+    "A learner's batch `source` while precompute is on: its activation cache, read by `head[2:]` (after the pooling)."
+    def __init__(self, learn): self.learn = learn
+    @property
+    def module(self): return self.learn.head[2:]
+    def loader(self, split, bs, shuffle=False, epoch=0):
+        "Batches `(x, y)` of the cached activations of `split`, from the cache of the learner's current body and data."
+        return self.learn.activation_cache().loader(split, bs, shuffle=shuffle, epoch=epoch)
+    def __repr__(self): return 'CachedActivations(precompute=True)'
+
+def _take_options(learn, options):
+    "A new learner's precompute options, `precompute`, `cache_dir` and `precompute_augs` (a `ConvLearner.option_hooks` hook)."
+    augs = options.pop('precompute_augs', 0)
+    if isinstance(augs, bool) or not isinstance(augs, (int, np.integer)) or augs < 0:
+        raise ValueError(f'precompute_augs must be a whole number >= 0, got {augs!r}')
+    learn.cache_dir, learn.precompute_augs = options.pop('cache_dir', None), int(augs)
+    if options.pop('precompute', False): learn.precompute = True
+
+ConvLearner.option_hooks['precompute'] = _take_options
+
+@patch
+def _set_precompute(self:ConvLearner, value):
+    "Switch precompute on (checking the body is frozen, building/opening the cache) or off."
+    if value:
+        if self.train_bn:
+            raise ValueError("train_bn=True changes the body's BatchNorm during training, so cached activations "
+                             "(precompute=True) would go stale: use one or the other")
+        if any(p.requires_grad for p in self.body.parameters()):
+            raise ValueError('precompute=True needs a frozen body (cached activations cannot train): call learn.freeze() first')
+        self.source = CachedActivations(self)
+        try: self.activation_cache()
+        except BaseException: self.source = None; raise
+    else: self.source = None
+    self.opt = None
+
+@patch
+def _body_version(self:ConvLearner):
+    "Changes whenever a body weight or statistic changes in place (training, `load`): a cheap staleness check."
+    return tuple((id(t), t._version) for t in self.body.state_dict(keep_vars=True).values())
+
+@patch
+def _cache_key_parts(self:ConvLearner):
+    "What the learner adds to the cache key (the cache itself adds the body's weights, the transforms and the files)."
+    tfm = self.data.tfms[1]
+    try: wid = self.arch.weights_id(self.pretrained)
+    except Exception: wid = 'unknown'
+    return {'arch': self.arch.name, 'weights_id': wid, 'sz': int(tfm.sz), 'mean': list(tfm.mean),
+            'std': list(tfm.std), 'valid_tfm': tfm.describe(), 'pool': repr(self.head[0])}
+
+@patch
+def activation_cache(self:ConvLearner):
+    "The activation cache for the current body and data: reopened or built whenever either changed."
+    version = self._body_version()
+    if getattr(self, '_cache', None) is None or self._cache_body != version or self._cache_data is not self.data:
+        feature_fn = nn.Sequential(self.body, self.head[0], self.head[1])
+        dsets = {'train': self.data.fix_ds, 'valid': self.data.val_ds, 'test': self.data.test_ds}
+        self._cache = ActivationCache.build_or_open(
+            feature_fn, {k: v for k, v in dsets.items() if v is not None}, self._cache_key_parts(),
+            getattr(self, 'cache_dir', None), n_augs=getattr(self, 'precompute_augs', 0), aug_ds=self.data.trn_ds,
+            device=self.device)
+        self._cache_body, self._cache_data = self._body_version(), self.data
+    return self._cache
+
+@patch
+def cache_info(self:ConvLearner):
+    "Which activation cache is in use and, after a rebuild, what changed."
+    if not self.precompute and (getattr(self, '_cache', None) is None or self._cache_data is not self.data):
+        return 'precompute is off: no activation cache in use'
+    return self.activation_cache().describe()

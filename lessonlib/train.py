@@ -15,6 +15,7 @@ from .core import set_seed, atomic_write_json
 from .data import get_dataset, ImageData
 from .augment import tfms_from_model, transforms_side_on, show_augs
 from .learner import ConvLearner
+import lessonlib.export, lessonlib.schedules, lessonlib.lr_find   # learn.export(), fit(cycle_len=...), learn.lr_find()
 from .precompute import PrecomputeAugWarning
 from .interpret import ClassificationInterpretation
 

@@ -142,6 +142,37 @@ def test_key_changes_exactly_when_the_numbers_can(tmp_path):
     eq(key_of(r), k2)                                  # back to the same list: back to the same key
     eq(cache_key({'a': 1, 'b': [1, 2]}), cache_key({'b': (1, 2), 'a': 1}))
 
+def test_cache_format_2_keys_weights_with_tensor_digest(root, tmp_path):
+    "Format 2 fingerprints the weights with core's tensor_digest; a format-1 cache has another key and is never opened as ours."
+    from lessonlib.core import tensor_digest
+    fn = body()
+    eq(P.module_fingerprint(fn)['weights'], tensor_digest(fn.state_dict())[:16])
+    parts = cache_parts(fn, datasets(root), {'arch': 'tiny'}, root=root)
+    eq((parts['format'], P.CACHE_FORMAT), (2, 2))
+    ne(cache_key({**parts, 'format': 1}), cache_key(parts))
+    c = build(root, tmp_path/'c')
+    m = json.loads((c.path/'manifest.json').read_text()); m['format'] = 1
+    (c.path/'manifest.json').write_text(json.dumps(m))
+    fails(lambda: P._open_dir(c.path, c.key, {}), exc=P.CacheCorrupt, contains='format')
+
+def test_manifest_checksums_keep_their_layout(root, tmp_path):
+    "The checksums now come from core's file_sha256: the same digests as before (full, and quick = 16 sampled blocks)."
+    import hashlib
+    from lessonlib.core import file_sha256
+    def digest_v1(path, quick=False, block=2**20):          # precompute's own `_digest` before #15, verbatim
+        size = os.path.getsize(path)
+        with open(path, 'rb') as f:
+            if not quick or size <= 16 * block: return hashlib.file_digest(f, 'sha256').hexdigest()
+            h = hashlib.sha256()
+            for i in range(16): f.seek(i * (size - block) // 15); h.update(f.read(block))
+        return h.hexdigest()
+    c = build(root, tmp_path/'c')
+    for name, m in c.manifest['files'].items():
+        eq((m['sha256'], m['quick']), (digest_v1(c.path/f'{name}.npy'), digest_v1(c.path/f'{name}.npy', quick=True)))
+    f = tmp_path/'big.bin'; f.write_bytes(np.random.default_rng(0).integers(0, 255, 5000, dtype=np.uint8).tobytes())
+    eq(file_sha256(f, quick=True, block=64), digest_v1(f, quick=True, block=64))
+    ne(file_sha256(f, quick=True, block=64), file_sha256(f))
+
 def test_file_manifest_relative_and_missing(tmp_path):
     (tmp_path/'x').mkdir(); (tmp_path/'x'/'1.png').write_bytes(b'12345')
     (rel, size, mt), = file_manifest([tmp_path/'x'/'1.png'], tmp_path)
