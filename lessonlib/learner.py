@@ -234,8 +234,7 @@ def layer_summary(self:ConvLearner, lrs=None):
 def plot_layer_groups(self:ConvLearner, ax=None, figsize=(6, 2.2)):
     "Bar chart of each layer group's parameters, trainable part in colour, frozen part in grey."
     s = self.layer_summary().rows
-    if ax is None: fig, ax = subplots(figsize=figsize)
-    else: fig = ax.figure
+    fig, ax = (ax.figure, ax) if ax is not None else subplots(figsize=figsize)
     y = np.arange(len(s))[::-1]
     ax.barh(y, [r['params'] - r['trainable'] for r in s], color='lightgrey', label='frozen')
     ax.barh(y, [r['trainable'] for r in s], left=[r['params'] - r['trainable'] for r in s], color='tab:orange', label='trainable')

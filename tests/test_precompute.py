@@ -1,4 +1,4 @@
-"Tests of lessonlib.precompute on a tiny conv net and tiny image folders (fast: no pretrained weights)."
+"Tests of lessonlib.precompute (and its engine, lessonlib.cache_store) on a tiny conv net and tiny image folders (fast: no pretrained weights)."
 import os, sys, json, time, shutil, contextlib, signal, random, subprocess, warnings
 from pathlib import Path
 import numpy as np
@@ -10,6 +10,7 @@ import torchvision.transforms.v2 as T
 import torchvision.transforms.v2.functional as TF
 from fastcore.test import test_eq as eq, test_ne as ne, test_fail as fails
 import lessonlib.precompute as P
+import lessonlib.cache_store as S
 from lessonlib.precompute import (ActivationCache, cache_key, cache_parts, file_manifest, describe_changes,
                                   warn_augs_ignored, PrecomputeAugWarning, CacheLoader)
 
@@ -153,7 +154,7 @@ def test_cache_format_2_keys_weights_with_tensor_digest(root, tmp_path):
     c = build(root, tmp_path/'c')
     m = json.loads((c.path/'manifest.json').read_text()); m['format'] = 1
     (c.path/'manifest.json').write_text(json.dumps(m))
-    fails(lambda: P._open_dir(c.path, c.key, {}), exc=P.CacheCorrupt, contains='format')
+    fails(lambda: S.open_folder(c.path, c.key, {}), exc=S.CacheCorrupt, contains='format')
 
 def test_manifest_checksums_keep_their_layout(root, tmp_path):
     "The checksums now come from core's file_sha256: the same digests as before (full, and quick = 16 sampled blocks)."
@@ -221,7 +222,7 @@ def test_unwritable_cache_folder_falls_back_to_memory(root, tmp_path, warned_her
 
 def test_read_only_folder_with_a_valid_cache_opens(root, tmp_path, monkeypatch):
     c = build(root, tmp_path/'c')
-    monkeypatch.setattr(P, '_not_writable', lambda d: PermissionError('read-only'))
+    monkeypatch.setattr(P, 'not_writable', lambda d: PermissionError('read-only'))   # as precompute sees it
     with warnings.catch_warnings(): warnings.simplefilter('error'); c2 = build(root, tmp_path/'c')
     eq((c2.status, c2.path), ('reused', c.path))
 
@@ -251,7 +252,7 @@ def test_corrupted_cache_is_detected_and_rebuilt(root, tmp_path, damage, warned_
 
 def test_big_cache_open_checks_sizes_and_samples(root, tmp_path, monkeypatch):
     c = build(root, tmp_path/'c')
-    monkeypatch.setattr(P, 'FULL_VERIFY_BYTES', 0)      # as for a big cache: open checks sizes + sampled blocks only
+    monkeypatch.setattr(S, 'FULL_VERIFY_BYTES', 0)      # as for a big cache: open checks sizes + sampled blocks only
     eq(build(root, tmp_path/'c').status, 'reused')
     eq(c.verify(full=False), []); eq(c.verify(), [])
     f = c.path/'valid.npy'; f.write_bytes(f.read_bytes() + b'x')
@@ -267,10 +268,10 @@ def test_ctrl_c_leaves_no_complete_cache_and_resumes(root, tmp_path):
             return x
     ref = build(root, tmp_path/'ref')
     fn = nn.Sequential(Interrupt(3), body())
-    old = P.CHECKPOINT_SECS; P.CHECKPOINT_SECS = 0
+    old = S.CHECKPOINT_SECS; S.CHECKPOINT_SECS = 0
     try:
         with pytest.raises(KeyboardInterrupt): build(root, tmp_path/'c', fn=fn)
-    finally: P.CHECKPOINT_SECS = old
+    finally: S.CHECKPOINT_SECS = old
     assert build(root, tmp_path/'c', fn=fn, build=False) is None   # nothing opens as complete
     partial = [p for p in (tmp_path/'c').iterdir() if p.name.startswith('.partial')]
     eq(len(partial), 1)
@@ -326,12 +327,12 @@ def test_bad_arguments(root, tmp_path):
 ZYGOTE = r"""
 import os, sys
 sys.path.insert(0, {tests!r})
-import lessonlib.precompute as P
+import lessonlib.precompute as P, lessonlib.cache_store as S
 import test_precompute as T
 for line in sys.stdin:
     pid = os.fork()
     if pid == 0:
-        P.CHECKPOINT_SECS = 0.0
+        S.CHECKPOINT_SECS = 0.0
         dss = T.datasets({root!r}, y_index=True)
         fn, ads = T.body(slow=0.01), T.aug_ds(dss)
         print('READY', os.getpid(), flush=True)
@@ -391,7 +392,7 @@ def test_a_second_builder_waits_for_the_first(root, tmp_path):
     name = cache_key(cache_parts(body(), dss, {'arch': 'tiny'}, root=root))[:P.KEY_CHARS]
     (tmp_path/'c').mkdir()
     out = {}
-    with P._locked(tmp_path/'c'/f'.partial-{name}.lock'):         # "another process" is building
+    with S._locked(tmp_path/'c'/f'.partial-{name}.lock'):         # "another process" is building
         th = threading.Thread(target=lambda: out.setdefault('c', build(root, tmp_path/'c', dss=dss)))
         th.start(); time.sleep(0.5)
         assert th.is_alive() and 'c' not in out                   # waiting, not building alongside
