@@ -4,13 +4,12 @@
 
 # %% auto #0
 __all__ = ['resnet18', 'resnet34', 'resnet50', 'efficientnet_lite0', 'model_meta', 'load_in_order', 'read_weights',
-           'load_weights', 'file_sha256', 'state_dict_sha256', 'ArchMeta', 'hub_weights_path', 'bundled_weights_path',
-           'get_arch', 'weights_id', 'cut_model', 'create_body', 'imagenet_classes', 'prepare_image', 'imagenet_top',
-           'n_params', 'group_sizes', 'AdaptiveConcatPool2d', 'create_head', 'create_cnn', 'layer_groups',
-           'register_arch']
+           'load_weights', 'ArchMeta', 'hub_weights_path', 'bundled_weights_path', 'get_arch', 'weights_id',
+           'cut_model', 'create_body', 'imagenet_classes', 'prepare_image', 'imagenet_top', 'n_params', 'group_sizes',
+           'AdaptiveConcatPool2d', 'create_head', 'create_cnn', 'layer_groups', 'register_arch']
 
 # %% ../nbs/02_models.ipynb #6c826a65
-import os, hashlib
+import os
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 import torch.nn.functional as F
+from .core import file_sha256, tensor_digest
 
 # %% ../nbs/02_models.ipynb #96ba0a32
 def load_in_order(model, state_dict, source='state dict'):
@@ -58,30 +58,6 @@ def load_weights(model, path):
         except RuntimeError as e: raise ValueError(f"Weights in {path} do not fit the model: {e}") from None
         return model
     return load_in_order(model, sd, source=str(path))
-
-# %% ../nbs/02_models.ipynb #393e4ca9
-_digests = {}
-
-def file_sha256(path):
-    "SHA-256 hex digest of the file at `path`, remembered per (path, size, mtime)."
-    path = Path(path).resolve()
-    st = path.stat()
-    key = (str(path), st.st_size, st.st_mtime_ns)
-    if key not in _digests:
-        h = hashlib.sha256()
-        with open(path, 'rb') as f:
-            for chunk in iter(lambda: f.read(1 << 20), b''): h.update(chunk)
-        _digests[key] = h.hexdigest()
-    return _digests[key]
-
-def state_dict_sha256(model):
-    "SHA-256 over the names, shapes and bytes of every tensor in `model.state_dict()`."
-    h = hashlib.sha256()
-    for k, v in model.state_dict().items():
-        v = v.detach().cpu().contiguous()
-        h.update(f'{k}:{tuple(v.shape)}:{v.dtype}'.encode())
-        h.update(v.reshape(-1).view(torch.uint8).numpy().tobytes() if v.numel() else b'')
-    return h.hexdigest()
 
 # %% ../nbs/02_models.ipynb #666923ac
 @dataclass
@@ -327,7 +303,7 @@ def register_arch(name,      # the name to use in `create_cnn`, `ConvLearner.pre
         return load_weights(build(False), pretrained)
     _build.__name__ = getattr(build, '__name__', 'build')
     def _weights_id(pretrained):
-        if pretrained is True: return state_dict_sha256(build(True))
+        if pretrained is True: return tensor_digest(build(True).state_dict())
         return file_sha256(pretrained) if pretrained else 'random-init'
     meta = ArchMeta(name, _build, cut, split, tuple(mean), tuple(std), nf, _weights_id)
     body = cut_model(build(False), meta)

@@ -16,6 +16,7 @@ from .data import get_dataset, ImageData
 import lessonlib.csvdata                        # ImageData.from_csv
 from .augment import tfms_from_model, transforms_side_on, show_augs
 from .learner import ConvLearner
+import lessonlib.export, lessonlib.schedules, lessonlib.lr_find   # learn.export(), fit(cycle_len=...), learn.lr_find()
 from .precompute import PrecomputeAugWarning
 from .interpret import ClassificationInterpretation
 

@@ -1,9 +1,10 @@
-"""lessonlib.learner: freezing, optimizer groups, fit/schedules, predict/TTA, save/load/export, precompute, bad input.
+"""lessonlib.learner (and the lessons that extend it: export, precompute, schedules, lr_find): freezing, optimizer
+groups, fit/schedules, predict/TTA, save/load/export, precompute, bad input.
 
 Runs on tiny PNG datasets (3 classes of coloured squares) and a tiny registered CNN, so the whole file takes seconds;
 the bundled efficientnet_lite0 (random init, 32 px) is used where the real architecture matters (export round trip).
 """
-import json, os, pickle, re, struct, warnings
+import json, os, pickle, re, struct, subprocess, sys, warnings
 from pathlib import Path
 import numpy as np
 import pytest
@@ -12,11 +13,13 @@ from torch import nn
 from PIL import Image
 from torchvision.transforms import v2
 
+import lessonlib
 from lessonlib.core import set_seed
 from lessonlib.data import ImageData, ImageDataset, ImageTransform
 from lessonlib.models import register_arch
-from lessonlib.learner import (ConvLearner, Predictor, load_model, accuracy, accuracy_thresh, group_values,
-                               EXPORT_FORMAT)
+from lessonlib.learner import ConvLearner, accuracy, accuracy_thresh, group_values
+from lessonlib.export import Predictor, load_model, EXPORT_FORMAT
+import lessonlib.precompute, lessonlib.schedules, lessonlib.lr_find   # precompute=True, fit(cycle_len=...), lr_find
 
 COLORS = {'red': (200, 30, 30), 'green': (30, 180, 40), 'blue': (40, 40, 210)}
 
@@ -382,6 +385,35 @@ def test_a_pickle_is_never_run(tmp_path, monkeypatch):
     assert not mark.exists()
 
 
+
+FIXTURE = Path(__file__).parent / 'fixtures' / 'export_v1_tiny.safetensors'   # written by learn.export before #15
+
+
+def test_an_export_written_by_the_old_code_still_loads(tmp_path):
+    "The weights digest moved to `core.tensor_digest` with the same byte layout: files exported before still verify."
+    pred = load_model(FIXTURE, device='cpu')
+    assert pred.classes == ['blue', 'green', 'red'] and pred.arch == 'tiny_learner_test' and pred.tfm.sz == 32
+    imgs = [np.full((24, 24, 3), c, dtype=np.uint8) for c in [(200, 30, 30), (30, 180, 40), (40, 40, 210)]]
+    assert np.allclose(pred.predict_many(imgs), [[0.39053226, 0.31128827, 0.29817942], [0.3863927, 0.33134997, 0.28225735],
+                                                 [0.38684374, 0.33149529, 0.28166103]], atol=1e-6)   # as the old code predicted
+    raw = bytearray(FIXTURE.read_bytes()); raw[-5] ^= 0x55
+    bad = tmp_path / 'bad.safetensors'; bad.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match='sha256'): load_model(bad)
+
+
+def test_the_learner_imports_no_later_lesson():
+    "`lessonlib.learner` alone: no export, precompute, schedules or lr_find; their options and methods say what to import."
+    code = ("import sys; import lessonlib.learner as L\n"
+            "later = {'lessonlib.export', 'lessonlib.precompute', 'lessonlib.schedules', 'lessonlib.lr_find'} & set(sys.modules)\n"
+            "assert not later, later\n"
+            "for name in ('save', 'export', 'fit_one_cycle', 'fit_sgdr', 'lr_find', 'activation_cache'):\n"
+            "    assert not hasattr(L.ConvLearner, name), name\n")
+    subprocess.run([sys.executable, '-c', code], check=True, env={**os.environ, 'PYTHONPATH': str(Path(lessonlib.__file__).parents[1])})
+
+
+def test_unknown_options_are_refused(root, tmp_path):
+    with pytest.raises(TypeError, match='no_such_option'): get_learn(root, tmp_path, no_such_option=1)
+
 # ---------------------------------------------------------------- multi-label
 def test_multi_label(root, tmp_path):
     d = get_data(root)
@@ -404,7 +436,6 @@ def test_multi_label(root, tmp_path):
 
 # ---------------------------------------------------------------- precompute
 def test_precompute_integration(root, tmp_path):
-    import lessonlib.precompute
     lessonlib.precompute._AUG_WARNED.clear()                            # it warns once per transform and process
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter('always')

@@ -10,7 +10,8 @@ from torch import nn
 
 from lessonlib.core import set_seed
 from lessonlib.lr_find import lr_find, lr_sweep, suggest_lrs, LRSuggestions, LRFinder
-from lessonlib.schedules import Recorder
+from lessonlib.learner import Recorder
+import lessonlib.precompute   # precompute=True in the ConvLearner tests
 
 
 # ---------------------------------------------------------------- a learner as small as possible, same interface

@@ -6,10 +6,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from safetensors.torch import save_file
+import lessonlib.core as C
 import lessonlib.models as M
 from lessonlib.models import (model_meta, get_arch, create_body, create_head, create_cnn, layer_groups, weights_id,
                               register_arch, load_in_order, read_weights, bundled_weights_path, hub_weights_path,
-                              AdaptiveConcatPool2d, imagenet_top, imagenet_classes, file_sha256, n_params)
+                              AdaptiveConcatPool2d, imagenet_top, imagenet_classes, n_params)
+from lessonlib.core import file_sha256, tensor_digest
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -195,7 +197,7 @@ def test_weights_id_digest_cache(tmp_path, monkeypatch):
     assert d1 == hashlib.sha256(b'abc').hexdigest()
     calls = []
     real = hashlib.sha256
-    monkeypatch.setattr(M.hashlib, 'sha256', lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(C.hashlib, 'sha256', lambda *a: calls.append(1) or real(*a))
     assert weights_id('resnet18', str(f)) == d1 and calls == []       # remembered: not hashed again
     f.write_bytes(b'abcd')                                             # new size (and mtime): hashed again
     assert weights_id('resnet18', f) == real(b'abcd').hexdigest() and calls == [1]
@@ -274,7 +276,8 @@ def test_register_arch(tiny, tmp_path):
     assert weights_id('tiny_test', f) == file_sha256(f)
     assert weights_id('tiny_test', False) == 'random-init'
     wid = weights_id('tiny_test', True)               # no file: a digest of the built model's tensors
-    assert len(wid) == 64 and wid == weights_id('tiny_test', True) != M.state_dict_sha256(tiny_cnn(False))
+    assert len(wid) == 64 and wid == weights_id('tiny_test', True) == tensor_digest(tiny_cnn(True).state_dict())
+    assert wid != tensor_digest(tiny_cnn(False).state_dict())
 
 
 def test_register_arch_callable_cut_and_errors():

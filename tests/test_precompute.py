@@ -1,4 +1,4 @@
-"Tests of lessonlib.precompute on a tiny conv net and tiny image folders (fast: no pretrained weights)."
+"Tests of lessonlib.precompute (and its engine, lessonlib.cache_store) on a tiny conv net and tiny image folders (fast: no pretrained weights)."
 import os, sys, json, time, shutil, contextlib, signal, random, subprocess, warnings
 from pathlib import Path
 import numpy as np
@@ -10,6 +10,7 @@ import torchvision.transforms.v2 as T
 import torchvision.transforms.v2.functional as TF
 from fastcore.test import test_eq as eq, test_ne as ne, test_fail as fails
 import lessonlib.precompute as P
+import lessonlib.cache_store as S
 from lessonlib.precompute import (ActivationCache, cache_key, cache_parts, file_manifest, describe_changes,
                                   warn_augs_ignored, PrecomputeAugWarning, CacheLoader)
 
@@ -142,6 +143,37 @@ def test_key_changes_exactly_when_the_numbers_can(tmp_path):
     eq(key_of(r), k2)                                  # back to the same list: back to the same key
     eq(cache_key({'a': 1, 'b': [1, 2]}), cache_key({'b': (1, 2), 'a': 1}))
 
+def test_cache_format_2_keys_weights_with_tensor_digest(root, tmp_path):
+    "Format 2 fingerprints the weights with core's tensor_digest; a format-1 cache has another key and is never opened as ours."
+    from lessonlib.core import tensor_digest
+    fn = body()
+    eq(P.module_fingerprint(fn)['weights'], tensor_digest(fn.state_dict())[:16])
+    parts = cache_parts(fn, datasets(root), {'arch': 'tiny'}, root=root)
+    eq((parts['format'], P.CACHE_FORMAT), (2, 2))
+    ne(cache_key({**parts, 'format': 1}), cache_key(parts))
+    c = build(root, tmp_path/'c')
+    m = json.loads((c.path/'manifest.json').read_text()); m['format'] = 1
+    (c.path/'manifest.json').write_text(json.dumps(m))
+    fails(lambda: S.open_folder(c.path, c.key, {}), exc=S.CacheCorrupt, contains='format')
+
+def test_manifest_checksums_keep_their_layout(root, tmp_path):
+    "The checksums now come from core's file_sha256: the same digests as before (full, and quick = 16 sampled blocks)."
+    import hashlib
+    from lessonlib.core import file_sha256
+    def digest_v1(path, quick=False, block=2**20):          # precompute's own `_digest` before #15, verbatim
+        size = os.path.getsize(path)
+        with open(path, 'rb') as f:
+            if not quick or size <= 16 * block: return hashlib.file_digest(f, 'sha256').hexdigest()
+            h = hashlib.sha256()
+            for i in range(16): f.seek(i * (size - block) // 15); h.update(f.read(block))
+        return h.hexdigest()
+    c = build(root, tmp_path/'c')
+    for name, m in c.manifest['files'].items():
+        eq((m['sha256'], m['quick']), (digest_v1(c.path/f'{name}.npy'), digest_v1(c.path/f'{name}.npy', quick=True)))
+    f = tmp_path/'big.bin'; f.write_bytes(np.random.default_rng(0).integers(0, 255, 5000, dtype=np.uint8).tobytes())
+    eq(file_sha256(f, quick=True, block=64), digest_v1(f, quick=True, block=64))
+    ne(file_sha256(f, quick=True, block=64), file_sha256(f))
+
 def test_file_manifest_relative_and_missing(tmp_path):
     (tmp_path/'x').mkdir(); (tmp_path/'x'/'1.png').write_bytes(b'12345')
     (rel, size, mt), = file_manifest([tmp_path/'x'/'1.png'], tmp_path)
@@ -190,7 +222,7 @@ def test_unwritable_cache_folder_falls_back_to_memory(root, tmp_path, warned_her
 
 def test_read_only_folder_with_a_valid_cache_opens(root, tmp_path, monkeypatch):
     c = build(root, tmp_path/'c')
-    monkeypatch.setattr(P, '_not_writable', lambda d: PermissionError('read-only'))
+    monkeypatch.setattr(P, 'not_writable', lambda d: PermissionError('read-only'))   # as precompute sees it
     with warnings.catch_warnings(): warnings.simplefilter('error'); c2 = build(root, tmp_path/'c')
     eq((c2.status, c2.path), ('reused', c.path))
 
@@ -220,7 +252,7 @@ def test_corrupted_cache_is_detected_and_rebuilt(root, tmp_path, damage, warned_
 
 def test_big_cache_open_checks_sizes_and_samples(root, tmp_path, monkeypatch):
     c = build(root, tmp_path/'c')
-    monkeypatch.setattr(P, 'FULL_VERIFY_BYTES', 0)      # as for a big cache: open checks sizes + sampled blocks only
+    monkeypatch.setattr(S, 'FULL_VERIFY_BYTES', 0)      # as for a big cache: open checks sizes + sampled blocks only
     eq(build(root, tmp_path/'c').status, 'reused')
     eq(c.verify(full=False), []); eq(c.verify(), [])
     f = c.path/'valid.npy'; f.write_bytes(f.read_bytes() + b'x')
@@ -236,10 +268,10 @@ def test_ctrl_c_leaves_no_complete_cache_and_resumes(root, tmp_path):
             return x
     ref = build(root, tmp_path/'ref')
     fn = nn.Sequential(Interrupt(3), body())
-    old = P.CHECKPOINT_SECS; P.CHECKPOINT_SECS = 0
+    old = S.CHECKPOINT_SECS; S.CHECKPOINT_SECS = 0
     try:
         with pytest.raises(KeyboardInterrupt): build(root, tmp_path/'c', fn=fn)
-    finally: P.CHECKPOINT_SECS = old
+    finally: S.CHECKPOINT_SECS = old
     assert build(root, tmp_path/'c', fn=fn, build=False) is None   # nothing opens as complete
     partial = [p for p in (tmp_path/'c').iterdir() if p.name.startswith('.partial')]
     eq(len(partial), 1)
@@ -295,12 +327,12 @@ def test_bad_arguments(root, tmp_path):
 ZYGOTE = r"""
 import os, sys
 sys.path.insert(0, {tests!r})
-import lessonlib.precompute as P
+import lessonlib.precompute as P, lessonlib.cache_store as S
 import test_precompute as T
 for line in sys.stdin:
     pid = os.fork()
     if pid == 0:
-        P.CHECKPOINT_SECS = 0.0
+        S.CHECKPOINT_SECS = 0.0
         dss = T.datasets({root!r}, y_index=True)
         fn, ads = T.body(slow=0.01), T.aug_ds(dss)
         print('READY', os.getpid(), flush=True)
@@ -360,7 +392,7 @@ def test_a_second_builder_waits_for_the_first(root, tmp_path):
     name = cache_key(cache_parts(body(), dss, {'arch': 'tiny'}, root=root))[:P.KEY_CHARS]
     (tmp_path/'c').mkdir()
     out = {}
-    with P._locked(tmp_path/'c'/f'.partial-{name}.lock'):         # "another process" is building
+    with S._locked(tmp_path/'c'/f'.partial-{name}.lock'):         # "another process" is building
         th = threading.Thread(target=lambda: out.setdefault('c', build(root, tmp_path/'c', dss=dss)))
         th.start(); time.sleep(0.5)
         assert th.is_alive() and 'c' not in out                   # waiting, not building alongside

@@ -11,7 +11,8 @@ from torch.optim.lr_scheduler import CosineAnnealingWarmRestarts, OneCycleLR
 
 from lessonlib.schedules import (Sched, sched_const, sched_lin, sched_cos, sched_exp, sched_step, combine_scheds,
                                  sched_warmup, sched_steps, sgdr_epochs, sgdr_lrs, sgdr_restarts, constant_lrs,
-                                 one_cycle, Recorder, FitSchedule, fit_schedule, plot_schedule)
+                                 one_cycle, FitSchedule, fit_schedule, plot_schedule)
+from lessonlib.learner import Recorder
 
 TOL = 1e-9
 GROUP_LRS = [[1e-2], [1e-4, 1e-3, 1e-2], [3e-5, 2e-4, 7e-3, 0.5]]

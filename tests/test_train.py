@@ -41,7 +41,7 @@ def test_train_writes_everything(small, tmp_path):
     assert 1e-4 <= m['lrs_unfrozen'][-1] <= 1e-3
     assert m['bn_frozen'] is True                      # 96 images: BatchNorm statistics stay frozen (auto)
     np.testing.assert_allclose(np.array(m['lrs_unfrozen'][1:]) / m['lrs_unfrozen'][:-1], [3, 3])
-    from lessonlib.learner import load_model
+    from lessonlib.export import load_model
     pred = load_model(out / 'model.safetensors')
     label, idx, probs = pred.predict(next((small / 'valid').rglob('*.png')))
     assert label in m['classes'] and abs(float(probs.sum()) - 1) < 1e-4
