@@ -30,6 +30,7 @@ from lessonlib.data import get_dataset, ImageData, ImageTransform, ImageDataset
 from lessonlib.models import efficientnet_lite0
 from lessonlib.learner import ConvLearner
 from common import Timer
+import lessonlib.lr_find, lessonlib.schedules, lessonlib.precompute, lessonlib.export   # methods their lessons attach
 
 BS = 64
 

@@ -12,6 +12,7 @@ from lessonlib.data import get_dataset, ImageData, ImageTransform
 from lessonlib.models import get_arch
 from lessonlib.learner import ConvLearner
 from common import Timer
+import lessonlib.precompute, lessonlib.lr_find, lessonlib.schedules   # methods their lessons attach
 
 
 def timed_sweep(learn, **kwargs):

@@ -37,8 +37,8 @@ set_seed.last = None
 # %% ../nbs/00_core.ipynb #0cfd5cfb
 @contextlib.contextmanager
 def keep_random_state():
-    "Run a block, then restore Python's, NumPy's and PyTorch's (CPU and CUDA) random generators as they were."
-    cuda = torch.cuda.is_available()
+    "Run a block, then restore Python's, NumPy's and PyTorch's (CPU, and CUDA once started) random generators."
+    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()   # never starts CUDA (e.g. in a forked worker)
     states = random.getstate(), np.random.get_state(), torch.get_rng_state(), torch.cuda.get_rng_state_all() if cuda else None
     try: yield
     finally:

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from .core import patch, subplots
 from .data import open_image
+import lessonlib.precompute   # noqa: F401  learn.activation_cache()
 from .journal import unique_path, move_file
 from .cleaner import DatasetCleaner, CleanItem
 
