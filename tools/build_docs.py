@@ -354,15 +354,13 @@ def prepare(src, nbs=ROOT/'nbs'):
 def build(out=ROOT/'runs'/'docs', nbs=ROOT/'nbs', quiet=True):
     "Build the site into `out`/_build/html; returns the path of its index.html. Raises BuildError naming what is wrong."
     out, nbs, t0 = Path(out).resolve(), Path(nbs).resolve(), time.perf_counter()
-    env, cwd = {k: os.environ.get(k) for k in ('LESSONLIB_QUIET', 'MPLBACKEND')}, os.getcwd()
-    os.environ.update(LESSONLIB_QUIET='1', MPLBACKEND='Agg')    # show_doc runs the export cells: no bars, no windows
-    os.chdir(ROOT)                                             # nbdev reads settings.ini from here
-    try: paths = prepare(out/'src', nbs)
-    finally:
-        os.chdir(cwd)
-        for k, v in env.items():
-            if v is None: os.environ.pop(k, None)
-            else: os.environ[k] = v
+    # nbdev's show_doc processing runs each lesson's export cells, and those @patch the library's classes: do it in a
+    # child process, so that building the site never changes the classes of the process that asked for it (a test run).
+    env = dict(os.environ, LESSONLIB_QUIET='1', MPLBACKEND='Agg')
+    r = subprocess.run([sys.executable, __file__, '--prepare', str(out), '--nbs', str(nbs)], cwd=ROOT, env=env,
+                       capture_output=True, text=True)
+    if r.returncode: raise BuildError(r.stderr.strip().removeprefix('make docs: '))
+    paths = lessons(nbs)
     t1 = time.perf_counter()
     jb = Path(sys.executable).parent/'jupyter-book'
     cmd = [str(jb), 'build', str(out/'src'), '--path-output', str(out), '--builder', 'html', '--all', '-W', '--keep-going']
@@ -379,5 +377,7 @@ def build(out=ROOT/'runs'/'docs', nbs=ROOT/'nbs', quiet=True):
 if __name__ == '__main__':
     args, nbs = sys.argv[1:], ROOT/'nbs'
     if '--nbs' in args: i = args.index('--nbs'); nbs = Path(args[i+1]); del args[i:i+2]
-    try: build(*(args[:1] or []), nbs=nbs)
+    try:
+        if '--prepare' in args: os.chdir(ROOT); prepare(Path(args[args.index('--prepare') + 1])/'src', nbs)
+        else: build(*(args[:1] or []), nbs=nbs)
     except BuildError as e: sys.exit(f'make docs: {e}')
