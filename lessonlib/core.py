@@ -102,20 +102,20 @@ def atomic_write_json(path, obj):
 # %% ../nbs/00_core.ipynb #15dacc97
 _file_digests = {}
 
-def file_sha256(path, quick=False, block=2**20):
-    "SHA-256 hex digest of a file (remembered per path, size and mtime); `quick`: of 16 evenly spaced blocks."
+def file_sha256(path, quick=False, block=2**20, remember=False):
+    "SHA-256 hex digest of a file; `quick`: of 16 evenly spaced blocks; `remember`: reuse it while size and mtime hold."
     path = Path(path).resolve()
     st = path.stat()
     key = (str(path), st.st_size, st.st_mtime_ns, quick, block)
-    if key not in _file_digests:
-        h = hashlib.sha256()
-        with open(path, 'rb') as f:
-            if quick and st.st_size > 16 * block:
-                for i in range(16): f.seek(i * (st.st_size - block) // 15); h.update(f.read(block))
-            else:
-                for chunk in iter(lambda: f.read(block), b''): h.update(chunk)
-        _file_digests[key] = h.hexdigest()
-    return _file_digests[key]
+    if remember and key in _file_digests: return _file_digests[key]
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        if quick and st.st_size > 16 * block:
+            for i in range(16): f.seek(i * (st.st_size - block) // 15); h.update(f.read(block))
+        else:
+            for chunk in iter(lambda: f.read(block), b''): h.update(chunk)
+    if remember: _file_digests[key] = h.hexdigest()
+    return h.hexdigest()
 
 def tensor_digest(tensors):
     "SHA-256 hex digest over the names, dtypes, shapes and bytes of a dict of tensors (a `state_dict`), in name order."

@@ -134,8 +134,8 @@ def _effnet_body(model):
 def _weights_id_fn(default_file):
     "A `weights_id(pretrained)` function: sha256 of `default_file()` for True, of the file for a path, else 'random-init'."
     def weights_id(pretrained):
-        if pretrained is True: return file_sha256(default_file())
-        if pretrained: return file_sha256(pretrained)
+        if pretrained is True: return file_sha256(default_file(), remember=True)
+        if pretrained: return file_sha256(pretrained, remember=True)
         return 'random-init'
     return weights_id
 
@@ -304,7 +304,7 @@ def register_arch(name,      # the name to use in `create_cnn`, `ConvLearner.pre
     _build.__name__ = getattr(build, '__name__', 'build')
     def _weights_id(pretrained):
         if pretrained is True: return tensor_digest(build(True).state_dict())
-        return file_sha256(pretrained) if pretrained else 'random-init'
+        return file_sha256(pretrained, remember=True) if pretrained else 'random-init'
     meta = ArchMeta(name, _build, cut, split, tuple(mean), tuple(std), nf, _weights_id)
     body = cut_model(build(False), meta)
     if not 0 < split < len(body):
