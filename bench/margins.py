@@ -26,6 +26,7 @@ EXPERIMENTS = {                                         # longest first, so that
     'index': ('nb', 'index.ipynb'),
     '03_learner': ('nb', '03_learner.ipynb'),
     '06_lr_find': ('nb', '06_lr_find.ipynb'),
+    '09_cleaner': ('nb', '09_cleaner.ipynb'),
     '09a_suspects': ('nb', '09a_suspects.ipynb'),
     'test_cleaner_oof': ('pytest', 'tests/test_cleaner.py::test_out_of_fold_ranking_finds_flipped_labels'),
 }

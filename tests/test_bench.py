@@ -25,7 +25,7 @@ def test_benches_share_one_timer():
     common = importlib.util.module_from_spec(spec); spec.loader.exec_module(common)
     Timer = common.Timer
     with Timer() as t: sum(i * i for i in range(200_000))
-    assert 0 < t.wall < 60 and t.cpu_s >= 0
+    assert t.wall > 0 and t.cpu_s >= 0
     r = t.res(1000)
     assert set(r) == {'images_per_s', 'wall_s', 'cpu_s'} and r['images_per_s'] > 0
     for b in ('learner.py', 'precompute.py'):

@@ -1,7 +1,7 @@
 """Every exercise of every lesson (lessonlib.exercises.<lesson>): right, wrong and malformed answers, hints and
 solutions, plus cross-checks of the exercises' reference answers against lessonlib itself and sklearn. This one test
 replaces the check cell that each lesson notebook used to carry."""
-import ast, importlib, inspect, json, math, pkgutil, re, subprocess, sys, time
+import ast, importlib, inspect, json, math, pkgutil, re, subprocess, sys
 from pathlib import Path
 import numpy as np
 import pytest
@@ -16,8 +16,6 @@ MODS = {m.name: importlib.import_module(f'lessonlib.exercises.{m.name}') for m i
 ALL = E.all_exercises()
 IDS = [e.id for e in ALL]
 KINDS = {'code', 'plot', 'count', 'number', 'choice', 'truefalse'}
-# the layers, in the order a module may import them (COMMON design): an exercise module imports its lesson and earlier ones
-from test_layers import LAYERS
 S, LR, I = MODS.get('schedules'), MODS.get('lr_find'), MODS.get('interpret')
 
 def _show(a): return repr(a)[:80]
@@ -56,28 +54,6 @@ def test_the_framework_imports_no_lesson():
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "['lessonlib.core', 'lessonlib.exercises']", out
 
-def _lib_imports(path):
-    "The lessonlib modules that a file of lessonlib/exercises/ imports (relative imports resolved), lazy ones included."
-    out = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom):
-            mod = node.module or ''
-            if node.level == 1: out.add('exercises' + (f'.{mod}' if mod else ''))
-            elif node.level == 2: out.add(mod.split('.')[0])
-            elif mod.startswith('lessonlib.'): out.add(mod.split('.')[1])
-        elif isinstance(node, ast.Import):
-            out |= {a.name.split('.')[1] for a in node.names if a.name.startswith('lessonlib.')}
-    return out
-
-@pytest.mark.parametrize('name', LESSON_NAMES)
-def test_an_exercise_module_imports_its_lesson_and_earlier_layers_only(name):
-    imports = _lib_imports(ROOT/'lessonlib'/'exercises'/f'{name}.py')
-    later = {m for m in imports if m != 'exercises' and (m not in LAYERS or LAYERS.index(m) > LAYERS.index(name))}
-    assert not later, f'exercises.{name} imports later modules {later}'
-
-def test_the_framework_imports_core_only():
-    assert _lib_imports(ROOT/'lessonlib'/'exercises'/'__init__.py') == {'core'}
-
 def test_no_code_is_run_from_strings():
     "Solutions and example answers are real functions, not source strings run with eval/exec."
     for p in (ROOT/'lessonlib'/'exercises').glob('*.py'):
@@ -100,9 +76,8 @@ def test_a_lesson_writes_its_exercises_and_shows_them(name):
     lesson = E.LESSONS[name]
     stem = lesson.notebook
     stub = f'{stem}-exercises.ipynb'
-    assert _headers(ROOT/'lessonlib'/'exercises'/f'{name}.py') == [f'../../nbs/exercises/{stub}'] + \
-        [f'../../nbs/{stem}.ipynb'] * (len(_headers(ROOT/'lessonlib'/'exercises'/f'{name}.py')) - 1)
-    assert sorted([stub, f'{stem}.ipynb']) == [stub, f'{stem}.ipynb'], 'nbdev_export must make the module before the lesson appends to it'
+    h = _headers(ROOT/'lessonlib'/'exercises'/f'{name}.py')     # made by its small notebook, then appended to by the lesson
+    assert len(h) > 1 and h == [f'../../nbs/exercises/{stub}'] + [f'../../nbs/{stem}.ipynb'] * (len(h) - 1), h
     cells = json.loads((ROOT/'nbs'/f'{stem}.ipynb').read_text())['cells']
     src = [''.join(c['source']) for c in cells]
     shown = [s.strip() for c, s in zip(cells, src) if c['cell_type'] == 'code' and re.fullmatch(r'ex\.q\d+', s.strip())]
@@ -173,11 +148,7 @@ def test_solution_is_right_and_hints_exist(ex, capsys):
     assert out.count('Hint') == len(ex.hints) + 1 and ex.hints[0] in out
 
 @pytest.mark.parametrize('ex', ALL, ids=IDS)
-def test_check_is_fast_and_shows_the_question(ex):
-    right = ex.examples('right')[0]
-    ex.check(right, quiet=True)                       # warm-up (imports)
-    t = time.perf_counter(); ex.check(right, quiet=True)
-    assert time.perf_counter() - t < 1.0, f'{ex.id} takes too long to check'
+def test_shows_the_question(ex):
     md = ex._repr_markdown_()
     assert ex.question in md and ex.kind in md and 'check(' in md
     assert ex.id in repr(ex)

@@ -76,7 +76,7 @@ def import_violations(src, mod, modules, is_pkg=False, fname='<src>'):
     def later(node, target):
         if may_import(mod, target): return
         if mod == 'exercises' and target.startswith('exercises.'):
-            why = f"the exercise framework (layer 2) imports {target}, one lesson's questions"
+            why = f"the exercise framework ({layer_str('exercises')}) imports {target}, one lesson's questions"
         else: why = f'{layer_str(mod)} imports {layer_str(target)}, a later layer'
         out.append((node.lineno, seg(node), why))
     def private(node, target, name):
@@ -255,7 +255,7 @@ def test_rank_and_placement():
     'm = __import__("lessonlib.precompute")',
 ])
 def test_later_layer_is_caught(src):
-    assert _why(src) == ['learner (layer 8: learner) imports precompute (layer 11: precompute), a later layer']
+    assert _why(src) == [f'{layer_str("learner")} imports {layer_str("precompute")}, a later layer']
 
 @pytest.mark.parametrize('src', [
     'from .core import patch\nfrom .data import open_image\nimport lessonlib.models as M\nfrom . import models as S\nM.create_cnn, S.get_arch',
@@ -279,23 +279,27 @@ def test_allowed_imports_pass(src):
 def test_private_name_is_caught(src, owner, name):
     assert _why(src, mod='lr_find') == [f'imports the private name {name} of {owner}']
 
+def test_layer_str_names_number_and_layer():
+    assert layer_str('core') == 'core (layer 1: core)' and layer_str('exercises.data') == f"exercises.data (layer {LAYERS.index('data') + 1}: data)"
+    assert layer_str('') == 'lessonlib' and layer_str('nowhere') == 'nowhere'
+
 def test_exercises_rules():
     # a lesson's questions may use the framework, their lesson and anything earlier, nothing later
     assert _why('from lessonlib.exercises import Exercise\nfrom ..learner import ConvLearner\nfrom ..core import patch',
                 'exercises.learner') == []
     assert _why('from . import Exercise', 'exercises.learner') == []
     assert _why('from ..precompute import ActivationCache', 'exercises.learner') == [
-        'exercises.learner (layer 8: learner) imports precompute (layer 11: precompute), a later layer']
+        f'{layer_str("exercises.learner")} imports {layer_str("precompute")}, a later layer']
     assert _why('from ..data import x', 'exercises.core') == [
-        'exercises.core (layer 1: core) imports data (layer 4: data), a later layer']
+        f'{layer_str("exercises.core")} imports {layer_str("data")}, a later layer']
     assert _why('from . import _choice', 'exercises.core') == ['imports the private name _choice of exercises']
     # the framework knows no lesson: not its module, not its questions, not a module named at run time
     assert _why('from lessonlib.exercises import core', 'exercises', is_pkg=True) == [
-        'the exercise framework (layer 2) imports exercises.core, one lesson\'s questions']
+        f"the exercise framework ({layer_str('exercises')}) imports exercises.core, one lesson's questions"]
     assert _why('from .learner import x', 'exercises', is_pkg=True) == [    # from exercises/__init__.py: exercises.learner
-        'the exercise framework (layer 2) imports exercises.learner, one lesson\'s questions']
+        f"the exercise framework ({layer_str('exercises')}) imports exercises.learner, one lesson's questions"]
     assert _why('from ..learner import x', 'exercises', is_pkg=True) == [   # `..` from exercises/__init__.py: lessonlib
-        'exercises (layer 2: exercises) imports learner (layer 8: learner), a later layer']
+        f'{layer_str("exercises")} imports {layer_str("learner")}, a later layer']
     assert _why('from ..learner import x', 'exercises.learner') == []
     assert _why('import importlib\ndef lib(n): return importlib.import_module(f"lessonlib.{n}")', 'exercises') == [
         'imports a lessonlib module named at run time: import it by name']

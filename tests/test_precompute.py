@@ -93,9 +93,8 @@ def test_features_equal_direct_forward(root, tmp_path):
     c32 = ActivationCache.build_or_open(fn, dss, {'arch': 'tiny'}, tmp_path/'c', dtype='float32', bs=5)
     ne(c32.key, c.key)
     np.testing.assert_allclose(c32.features('train'), direct(fn, dss['train']), atol=1e-5, rtol=1e-5)
-    # reopening: same folder, no build, fast
-    t = time.perf_counter(); c2 = ActivationCache.build_or_open(body(), datasets(root), {'arch': 'tiny'}, tmp_path/'c')
-    assert time.perf_counter() - t < 1
+    # reopening: same folder, no build
+    c2 = ActivationCache.build_or_open(body(), datasets(root), {'arch': 'tiny'}, tmp_path/'c')
     eq((c2.status, c2.path, c2.key), ('reused', c.path, c.key))
     eq(c2.verify(), [])
     assert 'reused' in c2.describe() and str(c.path) in repr(c2)
