@@ -6,7 +6,7 @@ The layers are LAYERS below, first to last (the order of the lessons; nbs/index.
 `exercises` is the exercise framework only; `exercises.<lesson>` holds one lesson's questions and may import the
 framework, its lesson's module and anything earlier. A new module must be added to LAYERS.
 """
-import ast
+import ast, importlib
 from pathlib import Path
 import pytest
 
@@ -338,3 +338,14 @@ def test_placement_and_length_checks(tmp_path):
     paths = sorted(pkg.rglob('*.py'))
     assert sorted(unplaced_modules(paths, pkg)) == ['lessonlib/exercises/extra.py', 'lessonlib/helpers.py']
     assert long_modules(paths, pkg) == {'lessonlib/data.py': MAX_LINES + 1}
+
+
+def test_all_passes_on_every_layer():
+    "`from lessonlib.all import *` gives every public name of every library layer (the lessons and README promise it)."
+    ns = {}
+    exec('from lessonlib.all import *', ns)
+    for mod in LAYERS:
+        if mod in ('exercises', 'train', 'all'): continue
+        missing = set(importlib.import_module(f'lessonlib.{mod}').__all__) - set(ns)
+        assert not missing, f'from lessonlib.all import * lacks {sorted(missing)[:5]} of lessonlib.{mod}'
+    assert {'ConvLearner', 'ImageData', 'get_dataset', 'ImageClassifierCleaner'} <= set(ns)
