@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['default_device', 'set_seed', 'keep_random_state', 'check_at_least', 'in_notebook', 'progress', 'atomic_write',
            'atomic_write_text', 'atomic_write_json', 'file_sha256', 'tensor_digest', 'patch_to', 'patch', 'subplots',
-           'user_stacklevel']
+           'fig_ax', 'user_stacklevel']
 
 # %% ../nbs/00_core.ipynb #cbafd68c
 import os, sys, random, tempfile, contextlib, json, hashlib
@@ -36,9 +36,9 @@ set_seed.last = None
 
 # %% ../nbs/00_core.ipynb #0cfd5cfb
 @contextlib.contextmanager
-def keep_random_state():
-    "Run a block, then restore Python's, NumPy's and PyTorch's (CPU, and CUDA once started) random generators."
-    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()   # never starts CUDA (e.g. in a forked worker)
+def keep_random_state(cuda=True):
+    "Run a block, then restore Python's, NumPy's and PyTorch's CPU random generators (and CUDA's, once started, if `cuda`)."
+    cuda = cuda and torch.cuda.is_available() and torch.cuda.is_initialized()   # never starts CUDA (e.g. in a forked worker)
     states = random.getstate(), np.random.get_state(), torch.get_rng_state(), torch.cuda.get_rng_state_all() if cuda else None
     try: yield
     finally:
@@ -123,7 +123,7 @@ def tensor_digest(tensors):
     for k in sorted(tensors):
         t = tensors[k].detach().cpu().contiguous()
         h.update(f'{k}|{t.dtype}|{tuple(t.shape)}|'.encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())   # hashed in place, no copy
     return h.hexdigest()
 
 # %% ../nbs/00_core.ipynb #617c4fa4
@@ -146,6 +146,10 @@ def subplots(*args, **kwargs):
     fig, axs = plt.subplots(*args, **kwargs)
     plt.close(fig)
     return fig, axs
+
+def fig_ax(ax=None, figsize=(7, 3)):
+    "A new Figure and Axes (constrained layout, not kept by pyplot), or `ax` and its figure: how every plot function starts."
+    return (ax.figure, ax) if ax is not None else subplots(figsize=figsize, layout='constrained')
 
 # %% ../nbs/00_core.ipynb #9e5bcd70
 def user_stacklevel():

@@ -70,8 +70,8 @@ class ImageTransform:
         self.sz, self.mean, self.std, self.augs = int(sz), mean, std, list(augs or [])
         self._m, self._s = torch.tensor(mean).view(3, 1, 1), torch.tensor(std).view(3, 1, 1)
         std32 = np.array(std, np.float32)                 # (x/255 - mean)/std = x*scale + shift, in float32
-        self._scale = torch.from_numpy(1 / (255 * std32)).view(3, 1, 1)
-        self._shift = torch.from_numpy(-np.array(mean, np.float32) / std32).view(3, 1, 1)
+        self.scale = torch.from_numpy(1 / (255 * std32)).view(3, 1, 1)
+        self.shift = torch.from_numpy(-np.array(mean, np.float32) / std32).view(3, 1, 1)
 
     @property
     def is_aug(self): return len(self.augs) > 0
@@ -105,7 +105,7 @@ class ImageTransform:
     def normalize(self, xb):
         "A batch from `encode`, `uint8` (B, 1 or 3, H, W), as normalized floats (B, 3, H, W); float batches pass through."
         if xb.dtype != torch.uint8: return xb
-        return xb.float() * self._scale + self._shift  # one multiply and one add per value; grey broadcasts to 3 channels
+        return xb.float() * self.scale + self.shift  # one multiply and one add per value; grey broadcasts to 3 channels
 
     def describe(self):
         "A JSON-able, deterministic description (used in cache keys)."

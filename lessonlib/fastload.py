@@ -6,7 +6,7 @@
 __all__ = ['plain_loading', 'Loader']
 
 # %% ../nbs/01b_fastload.ipynb #5fae23de
-import contextlib, functools, multiprocessing
+import contextlib, multiprocessing
 try: import fcntl
 except ImportError: fcntl = None                  # Windows
 import numpy as np
@@ -99,12 +99,6 @@ def _encode(tfm, img):
     if img.mode not in ('RGB', 'L'): img = to_rgb(img)
     return _pixels(img)
 
-@functools.lru_cache(maxsize=64)
-def _scale_shift(mean, std):
-    "`normalize`'s float32 constants as NumPy arrays (3, 1, 1): x*scale + shift = (x/255 - mean)/std."
-    std = np.array(std, np.float32)
-    return (1 / (255 * std)).reshape(3, 1, 1), (-np.array(mean, np.float32) / std).reshape(3, 1, 1)
-
 @patch
 def encode(self: ImageTransform, img):
     "Resize and augment one image (a PIL image or a path) into a `uint8` tensor (1 or 3, sz, sz): lesson 1's, faster."
@@ -116,7 +110,7 @@ def encode(self: ImageTransform, img):
 def normalize(self: ImageTransform, xb):
     "A `uint8` batch (B, 1 or 3, H, W) as normalized floats (B, 3, H, W), with NumPy; float batches pass through."
     if not _FAST['on'] or xb.dtype != torch.uint8: return _PLAIN['normalize'](self, xb)
-    scale, shift = _scale_shift(self.mean, self.std)
+    scale, shift = self.scale.numpy(), self.shift.numpy()   # lesson 1's float32 constants, (3, 1, 1), no copy
     x = xb.numpy()
     if x.shape[1] == 1 and len(set(self.mean)) == len(set(self.std)) == 1:   # grey, one mean/std for all channels:
         g = x.astype(np.float32); g *= scale[0, 0, 0]; g += shift[0, 0, 0]     # one channel's worth of

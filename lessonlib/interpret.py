@@ -14,7 +14,7 @@ import torch.nn.functional as F
 import matplotlib.colors as mcolors
 import matplotlib.ticker as mticker
 from PIL import Image
-from .core import patch, patch_to, subplots
+from .core import patch, patch_to, subplots, fig_ax
 from .data import open_image
 
 # %% ../nbs/08_interpret.ipynb #0f17f252
@@ -125,8 +125,7 @@ def plot_confusion_matrix(self: ClassificationInterpretation, normalize=False, t
     if normalize: sub = sub / np.maximum(cm[idx].sum(1, keepdims=True), 1)
     labels, n = [self.classes[i] for i in idx], len(idx)
     size, font = _cm_layout(n, labels)
-    if ax is None: fig, ax = subplots(figsize=figsize or size, layout='constrained')
-    else: fig = ax.figure
+    fig, ax = fig_ax(ax, figsize or size)
     if gamma is None: gamma = 0.5 if n > 20 else 1.    # with many classes, make the rare mistakes visible
     norm = mcolors.PowerNorm(gamma, vmin=0, vmax=max(sub.max(), 1e-9)) if gamma != 1 else None
     im = ax.imshow(sub, interpolation='nearest', cmap=cmap, norm=norm, vmin=None if norm else 0)
@@ -281,8 +280,7 @@ def plot_per_class_counts(self: ClassificationInterpretation, thresh=None, figsi
     "Horizontal bars of TP / FP / FN per class (the classes on the y axis); returns the Figure."
     counts = self.multilabel_confusion_matrix(thresh)
     c = len(self.classes)
-    if ax is None: fig, ax = subplots(figsize=figsize or (7, 1.5 + 0.45 * min(c, 40)), layout='constrained')
-    else: fig = ax.figure
+    fig, ax = fig_ax(ax, figsize or (7, 1.5 + 0.45 * min(c, 40)))
     y, h = np.arange(c), 0.27
     for k, (name, vals, col) in enumerate([('true positive', counts[:, 1, 1], 'tab:green'),
                                            ('false positive', counts[:, 0, 1], 'tab:orange'),

@@ -6,7 +6,7 @@
 __all__ = ['accuracy', 'accuracy_thresh', 'group_values', 'EpochTable', 'Recorder', 'ConvLearner', 'LayerSummary', 'whole_number']
 
 # %% ../nbs/03_learner.ipynb #cbafd68c
-import copy, math, time, warnings
+import math, time, warnings
 from pathlib import Path
 import numpy as np
 import torch
@@ -14,7 +14,7 @@ from torch import nn
 import torch.nn.functional as F
 
 # %% ../nbs/03_learner.ipynb #c54229d6
-from .core import default_device, progress, patch, subplots, user_stacklevel, in_notebook
+from .core import default_device, progress, patch, fig_ax, user_stacklevel, in_notebook
 from .models import get_arch, create_cnn, layer_groups
 from . import fastload   # noqa: F401  the fast loaders (appendix 01b): same batches, about twice as fast
 
@@ -235,7 +235,7 @@ def layer_summary(self:ConvLearner, lrs=None):
 def plot_layer_groups(self:ConvLearner, ax=None, figsize=(6, 2.2)):
     "Bar chart of each layer group's parameters, trainable part in colour, frozen part in grey."
     s = self.layer_summary().rows
-    fig, ax = (ax.figure, ax) if ax is not None else subplots(figsize=figsize)
+    fig, ax = fig_ax(ax, figsize)
     y = np.arange(len(s))[::-1]
     ax.barh(y, [r['params'] - r['trainable'] for r in s], color='lightgrey', label='frozen')
     ax.barh(y, [r['trainable'] for r in s], left=[r['params'] - r['trainable'] for r in s], color='tab:orange', label='trainable')

@@ -11,7 +11,8 @@ import numpy as np
 import torch
 from .core import progress, user_stacklevel, patch, keep_random_state
 from .learner import ConvLearner, Recorder
-from .schedules import fig_ax, ewma
+from .core import fig_ax
+from .schedules import ewma
 
 # %% ../nbs/06_lr_find.ipynb #8188e5b6
 def _as_lrs(v, name, n_groups):

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from .core import default_device, atomic_write_json, user_stacklevel, patch, tensor_digest
+from .core import default_device, atomic_write_json, user_stacklevel, patch, tensor_digest, keep_random_state
 from .learner import ConvLearner
 from .cache_store import (CACHE_FORMAT, KEY_CHARS, CacheCorrupt, CacheLoader, run_jobs, read_json, not_writable,
                                    verify_folder, open_folder, build_on_disk, build_in_memory)
@@ -79,16 +79,13 @@ def warn_augs_ignored(tfm, n_augs=0):
 
 class _SeededView(torch.utils.data.Dataset):
     "Item i of `ds` with every random generator seeded by (seed, view, i): the same augmented view every time."
-    # CPU generators only (not `keep_random_state`, which also saves CUDA's: a forked DataLoader worker may not touch CUDA)
     def __init__(self, ds, seed, view): self.ds, self.seed, self.view = ds, seed, view
     def __len__(self): return len(self.ds)
     def __getitem__(self, i):
         s = ((self.seed * 1_000_003 + self.view) * 1_000_000_007 + int(i)) % 2**63
-        py, npy = random.getstate(), np.random.get_state()
-        with torch.random.fork_rng(devices=[]):
+        with keep_random_state(cuda=False):              # CPU generators only: loading never touches CUDA
             torch.manual_seed(s); random.seed(s); np.random.seed(s % 2**32)
-            try: return self.ds[i]
-            finally: random.setstate(py); np.random.set_state(npy)
+            return self.ds[i]
 
 # %% ../nbs/04_precompute.ipynb #49be708d
 def _short(v, n=12):
@@ -287,9 +284,8 @@ class ActivationCache:
 # %% ../nbs/04_precompute.ipynb #78281c1f
 class CachedActivations:
     "A learner's batch `source` while precompute is on: its activation cache, read by `head[2:]` (after the pooling)."
-    def __init__(self, learn): self.learn = learn
-    @property
-    def module(self): return self.learn.head[2:]
+    def __init__(self, learn):
+        self.learn, self.module = learn, learn.head[2:]    # the slice shares the head's layers: training shows through
     def loader(self, split, bs, shuffle=False, epoch=0):
         "Batches `(x, y)` of the cached activations of `split`, from the cache of the learner's current body and data."
         return self.learn.activation_cache().loader(split, bs, shuffle=shuffle, epoch=epoch)

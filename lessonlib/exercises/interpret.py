@@ -12,9 +12,9 @@ __all__ = ['ex', 'q1', 'q2', 'q3', 'q4']
 import re
 import numpy as np
 import torch
-from ..core import subplots
+from ..core import fig_ax
 from ..interpret import ClassificationInterpretation
-from . import Lesson, Wrong, Malformed, as_array, as_float, call_fn, fmt_value, typename
+from . import Lesson, Wrong, Malformed, as_array, call_fn, fmt_value, typename
 
 ex = Lesson('interpret', 'Interpreting the model', '08_interpret')
 
@@ -70,7 +70,7 @@ _CM = np.array([[85, 2, 1, 12], [3, 80, 9, 8], [1, 11, 83, 5], [17, 7, 6, 70]])
 
 def _cm_plot(ax=None, figsize=(4.5, 4)):
     "The confusion matrix of this exercise."
-    fig, ax = (ax.figure, ax) if ax is not None else subplots(figsize=figsize)
+    fig, ax = fig_ax(ax, figsize)
     ax.imshow(_CM, cmap='Blues')
     for i in range(4):
         for j in range(4): ax.text(j, i, _CM[i, j], ha='center', va='center', color='white' if _CM[i, j] > 50 else 'black')

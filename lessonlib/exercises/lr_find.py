@@ -11,7 +11,7 @@ __all__ = ['ex', 'q1', 'q2', 'q3', 'q4']
 # %% ../../nbs/06_lr_find.ipynb #bbb8905a
 import math
 import numpy as np
-from ..core import subplots
+from ..core import fig_ax
 from . import Lesson, Wrong, Malformed, as_array, as_float, call_fn, fmt_value
 
 ex = Lesson('lr_find', 'Finding a learning rate', '06_lr_find')
@@ -40,7 +40,7 @@ def _lr_band(lrs, losses):
 def _lr_plot(ax=None, figsize=(6, 3.5)):
     "The lr_find curve of this exercise, on a log axis."
     lrs, losses = _lr_curve()
-    fig, ax = (ax.figure, ax) if ax is not None else subplots(figsize=figsize)
+    fig, ax = fig_ax(ax, figsize)
     ax.plot(lrs, losses); ax.set_xscale('log')
     ax.set_xlabel('learning rate (log scale)'); ax.set_ylabel('loss (smoothed)'); ax.set_title('learn.sched.plot()')
     ax.grid(True, which='major', alpha=0.3)

@@ -11,7 +11,7 @@ __all__ = ['ex', 'q1', 'q2', 'q3', 'q4', 'q5', 'q6']
 # %% ../../nbs/05_schedules.ipynb #76993634
 import math
 import numpy as np
-from ..core import subplots
+from ..core import fig_ax
 from ..schedules import sched_cos, sgdr_restarts
 from . import Lesson, Wrong, as_array, as_float, call_fn, fmt_value
 
@@ -131,7 +131,7 @@ def _sgdr_plot(ax=None, figsize=(6, 3.5)):
     "lr per iteration of a fit with 3 cycles (cycle_len=2, cycle_mult=1, 20 batches per epoch), epochs dotted."
     nb, lens = 20, [2, 2, 2]
     lrs = np.concatenate([(1 + np.cos(np.pi * np.arange(l * nb) / (l * nb))) / 2 * 1e-2 for l in lens])
-    fig, ax = (ax.figure, ax) if ax is not None else subplots(figsize=figsize)
+    fig, ax = fig_ax(ax, figsize)
     ax.plot(lrs)
     for e in range(1, sum(lens)): ax.axvline(e * nb, color='grey', ls=':', lw=0.8)
     ax.set_xlabel('iteration'); ax.set_ylabel('learning rate'); ax.set_title('learn.sched.plot_lr() (epoch ends dotted)')
