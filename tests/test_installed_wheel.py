@@ -14,7 +14,7 @@ Lesson 2 (`12_lesson2`, the recipe) runs here as another learner's machine may r
 threshold that holds only for the seed and thread count its outputs were stored with fails here, not on a learner's
 laptop (`bench/margins.py` measures seeds 0-4 x threads 1, 2 and sets the thresholds).
 """
-import json, os, re, shutil, subprocess, sys, sysconfig, time
+import importlib.util, json, os, re, shutil, subprocess, sys, sysconfig, time
 from pathlib import Path
 from importlib.metadata import distributions
 import nbformat
@@ -23,45 +23,25 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[1]
-SKIP = set()
 VARIANT = {'12_lesson2.ipynb': {'LESSONLIB_SEED': '3', 'OMP_NUM_THREADS': '2', 'MKL_NUM_THREADS': '2'}}
-LESSONS = sorted((p.name for p in (ROOT/'nbs').glob('*.ipynb') if not p.name.startswith('_') and p.name not in SKIP),
-                 key=lambda n: (n != 'index.ipynb', n))
+_spec = importlib.util.spec_from_file_location('run_lessons', ROOT/'tools'/'run_lessons.py')
+R = importlib.util.module_from_spec(_spec); _spec.loader.exec_module(R)
+LESSONS = [p.name for p in R.lessons()]
 BUILD_FILES = ['setup.py', 'settings.ini', 'pyproject.toml', 'MANIFEST.in', 'README.md', 'LICENSE', 'CONTRIBUTING.md']
 
 # Runs in the new venv: execute one notebook in a kernel of that venv and write {errors, tracebacks, outputs} as JSON.
 DRIVER = r'''
-import json, re, sys, time
-import nbformat
-from nbconvert.preprocessors import ExecutePreprocessor
-from traitlets.config import Config
+import json, re, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[3])                  # tools/run_lessons.py, copied out of the repo: `make lessons`' own runner
+from run_lessons import run, errors_of
 
-def skip_flagged(nb, flags=('slow', 'notest')):
-    "Turn cells flagged `#| slow` / `#| notest` into markdown, so that executing skips them."
-    for i, c in enumerate(nb.cells):
-        first = [l.replace(' ', '') for l in c.source.splitlines()[:3]]
-        flag = next((l[2:] for l in first if l.startswith('#|') and l[2:] in flags), None)
-        if c.cell_type == 'code' and flag: nb.cells[i] = nbformat.v4.new_markdown_cell(f'(skipped: `{flag}`)')
-    return nb
-
-def kernel_config():
-    "Encrypt the kernel's sockets where jupyter_client can (ipykernel warns on every start otherwise)."
-    from jupyter_client import KernelManager
-    import zmq
-    cfg = Config()
-    if 'transport_encryption' in KernelManager.class_trait_names() and zmq.has('curve'):
-        cfg.KernelManager.transport_encryption = 'auto'
-    return cfg
-
-src, out = sys.argv[1], sys.argv[2]
-nb, t0 = nbformat.read(src, as_version=4), time.time()
-ExecutePreprocessor(timeout=900, kernel_name='python3', allow_errors=True, config=kernel_config()).preprocess(
-    skip_flagged(nb), {'metadata': {'path': str(__import__('pathlib').Path(src).parent)}})
+src, out = Path(sys.argv[1]), sys.argv[2]
+nb, secs = run(src, src.parent)
 outs = [o for c in nb.cells if c.cell_type == 'code' for o in c.outputs]
-errs = [o for o in outs if o.get('output_type') == 'error']
-tbs = [re.sub(r'\x1b\[[0-9;]*m', '', '\n'.join(o.get('traceback', [])))[-1500:] for o in errs]
+tbs = [re.sub(r'\x1b\[[0-9;]*m', '', '\n'.join(o.get('traceback', [])))[-1500:] for o in outs if o.get('output_type') == 'error']
 streams = ''.join(o.get('text', '') for o in outs if o.get('output_type') == 'stream')
-json.dump({'errors': len(errs), 'tracebacks': tbs, 'stdout': streams, 'seconds': time.time() - t0}, open(out, 'w'))
+json.dump({'errors': len(errors_of(nb)), 'tracebacks': tbs, 'stdout': streams, 'seconds': secs}, open(out, 'w'))
 '''
 
 # Runs in the new venv: where lessonlib comes from, what is on sys.path, and which `lessonlib[course]` requirements fail.
@@ -152,6 +132,7 @@ def learner(tmp_path_factory, lessonlib_data):
     for p in (ROOT/'nbs').glob('*.ipynb'): shutil.copy(p, nbs/p.name)
     shutil.copytree(ROOT/'nbs'/'images', nbs/'images')
     (tmp/'driver.py').write_text(DRIVER)
+    (tmp/'tools').mkdir(); shutil.copy(ROOT/'tools'/'run_lessons.py', tmp/'tools')   # the runner, outside the repo
     print(f'\nlearner venv ready in {time.time() - t0:.1f}s: {len(need)} distributions linked into {site}')
     return dict(tmp=tmp, py=py, site=site, repo_site=repo_site, env=env, nbs=nbs, unmet=unmet, need=need, wheel=wheel)
 
@@ -162,7 +143,7 @@ def probe(learner, code=PROBE):
 
 def run_notebook(learner, path, extra_env=None):
     out = learner['tmp']/f'{path.stem}.result.json'
-    r = subprocess.run([str(learner['py']), str(learner['tmp']/'driver.py'), str(path), str(out)], cwd=learner['tmp'],
+    r = subprocess.run([str(learner['py']), str(learner['tmp']/'driver.py'), str(path), str(out), str(learner['tmp']/'tools')], cwd=learner['tmp'],
                        env={**learner['env'], **(extra_env or {})}, capture_output=True, text=True, timeout=1800)
     assert r.returncode == 0, f'{path.name}: the driver failed\n{r.stderr[-3000:]}'
     return json.loads(out.read_text())
@@ -196,9 +177,6 @@ def test_the_kernel_is_the_learners(learner):
     assert Path(exe).parent == learner['py'].parent, exe        # ipykernel's kernelspec: the python that started it
     assert _under(lib, learner['site']/'lessonlib'), lib
     assert 'inline' in backend.lower(), backend
-
-def test_the_lessons_are_all_here():
-    assert len(LESSONS) >= 12 and LESSONS[0] == 'index.ipynb', LESSONS
 
 @pytest.mark.parametrize('name', LESSONS)
 def test_lesson_runs_for_a_learner(name, learner):

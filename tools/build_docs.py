@@ -19,6 +19,8 @@ import ast, json, os, re, shutil, subprocess, sys, time, warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT/'tools'))
+from run_lessons import lessons                      # the course's notebooks, in order: one list for every tool
 CONF = ROOT/'docs'                       # _config.yml and _static/ of the book
 TEST_FUNCS = {'test_eq', 'test_ne', 'test_close', 'test_fail', 'test_is', 'test_eq_type', 'test_shuffled',
               'test_stdout', 'test_warns', 'test_fig_exists', 'test', 'nequals', 'is_close'}
@@ -27,12 +29,6 @@ WIDGET = 'application/vnd.jupyter.widget-view+json'
 
 
 class BuildError(Exception): "The site cannot be built: the message says which notebook and cell, and why."
-
-
-def lessons(nbs=ROOT/'nbs'):
-    "The lesson notebooks in course order: index first, then by file name."
-    return sorted((p for p in Path(nbs).glob('*.ipynb') if not p.name.startswith('_')),
-                  key=lambda p: (p.name != 'index.ipynb', p.name))
 
 
 def page_name(stem):

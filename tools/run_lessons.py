@@ -20,7 +20,7 @@ SKIP_FLAGS = ('slow', 'notest')
 
 def lessons(nbs=ROOT/'nbs'):
     "The lesson notebooks in course order: index first, then by file name."
-    return sorted((p for p in nbs.glob('*.ipynb') if not p.name.startswith('_')), key=lambda p: (p.name != 'index.ipynb', p.name))
+    return sorted((p for p in Path(nbs).glob('*.ipynb') if not p.name.startswith('_')), key=lambda p: (p.name != 'index.ipynb', p.name))
 
 
 def flag_of(cell):
