@@ -30,11 +30,14 @@ class CleanItem:
 
 # %% ../nbs/09_cleaner.ipynb #35c3070b
 class DatasetCleaner:
-    "Choices (keep / delete / another class) for the files of a dataset, carried out on disk with a journal and undo."
-    def __init__(self, root, items, classes, layout='folder', csv_path=None, folder=None):
+    "Choices (keep / delete / another class or tag set) for the files of a dataset, carried out on disk with a journal and undo."
+    def __init__(self, root, items, classes, layout='folder', csv_path=None, folder=None, tag_delim=None):
         self.root, self.classes, self.layout = Path(root).resolve(), list(classes), layout
         if layout not in ('folder', 'csv'): raise ValueError(f"layout must be 'folder' or 'csv', not {layout!r}")
         if layout == 'csv' and csv_path is None: raise ValueError('the CSV layout needs `csv_path`')
+        self.tag_delim, self.is_multi = tag_delim, tag_delim is not None     # multi-label: each label is a set of tags
+        if self.is_multi and layout != 'csv':
+            raise ValueError('multi-label data keeps its tag sets in a labels CSV: pass layout="csv" and csv_path')
         for bad in ('keep', 'delete'):
             if bad in self.classes: raise ValueError(f'a class may not be called {bad!r}: it is one of the choices')
         self.csv_path = None if csv_path is None else (self.root/csv_path if not Path(csv_path).is_absolute() else Path(csv_path))
@@ -72,8 +75,8 @@ def from_folder(cls, root, splits=('train', 'valid'), exts=IMAGE_EXTS):
     return cls(root, items, sorted(classes), layout='folder')
 
 @patch_to(DatasetCleaner, as_classmethod=True)
-def from_csv(cls, root, folder='train', csv_fname='labels.csv', suffix='', val_idxs=None):
-    "A cleaner over `root/csv_fname` (`id,label` rows) for images in `root/folder` (no model needed)."
+def from_csv(cls, root, folder='train', csv_fname='labels.csv', suffix='', val_idxs=None, label_delim=None):
+    "A cleaner over `root/csv_fname` (`id,label` rows; tag sets split on `label_delim`) for images in `root/folder`."
     root = Path(root)
     _, header, rows, ic, lc, _, _ = read_labels_csv(root/csv_fname)
     val, items, classes, outside = set(val_idxs or ()), [], set(), []
@@ -81,10 +84,11 @@ def from_csv(cls, root, folder='train', csv_fname='labels.csv', suffix='', val_i
         rel = (Path(folder)/f'{r[ic]}{suffix}').as_posix()
         if not is_inside(root.resolve(), root/rel):
             outside.append(f'line {i+2}: {r[ic]!r}'); continue
-        items.append(CleanItem(rel, 'valid' if i in val else 'train', r[lc])); classes.add(r[lc])
+        items.append(CleanItem(rel, 'valid' if i in val else 'train', r[lc]))
+        classes.update(t for t in r[lc].split(label_delim) if t) if label_delim else classes.add(r[lc])
     if outside: warnings.warn(f'{root/csv_fname}: entries pointing outside the dataset root are refused: ' + ', '.join(outside),
                               stacklevel=user_stacklevel())
-    return cls(root, items, sorted(classes), layout='csv', csv_path=csv_fname, folder=folder)
+    return cls(root, items, sorted(classes), layout='csv', csv_path=csv_fname, folder=folder, tag_delim=label_delim)
 
 # %% ../nbs/09_cleaner.ipynb #58ab05cd
 @patch
@@ -105,8 +109,13 @@ def _rel(self: DatasetCleaner, fname):
 
 @patch
 def mark(self: DatasetCleaner, fname, choice):
-    "Set the choice for `fname`: 'keep', 'delete' or a class name."
+    "Set the choice for `fname`: 'keep', 'delete', a class name, or (multi-label) a tag set."
     key = self._rel(fname)
+    if self.is_multi and choice not in ('keep', 'delete'):
+        new = self._tagset(choice)
+        if set(new.split(self.tag_delim)) == set(self.tags_of(key, chosen=False)): self.choices.pop(key, None)
+        else: self.choices[key] = new
+        return
     if choice not in ('keep', 'delete') and choice not in self.classes:
         raise ValueError(f"choice must be 'keep', 'delete' or one of the classes {self.classes}, not {choice!r}")
     if choice == 'keep' or choice == self.items[key].label: self.choices.pop(key, None)
@@ -116,6 +125,35 @@ def mark(self: DatasetCleaner, fname, choice):
 def choice(self: DatasetCleaner, fname):
     "The current choice for `fname` ('keep' unless marked)."
     return self.choices.get(self._rel(fname), 'keep')
+
+@patch
+def _tagset(self: DatasetCleaner, tags):
+    "The CSV text of a tag set (a list, or a string split on the delimiter): known tags, in class order."
+    tags = tags.split(self.tag_delim) if isinstance(tags, str) else list(tags)
+    tags = [t for t in tags if t]
+    bad = [t for t in tags if t not in self.classes]
+    if bad: raise ValueError(f'unknown tag(s) {bad}: the tags of this dataset are {self.classes}')
+    if not tags: raise ValueError("a tag set needs at least one tag; to take an image out of the data, mark it 'delete'")
+    return self.tag_delim.join(c for c in self.classes if c in tags)
+
+@patch
+def tags_of(self: DatasetCleaner, fname, chosen=True):
+    "The tags of `fname` (multi-label): as chosen when `chosen` and it is marked with a tag set, else as labelled."
+    key = self._rel(fname)
+    if not self.is_multi: raise ValueError('tags_of is for multi-label data; this cleaner has one class per image')
+    text = self.choices.get(key, 'keep') if chosen else 'keep'
+    if text in ('keep', 'delete'): text = self.items[key].label
+    return [t for t in text.split(self.tag_delim) if t]
+
+@patch
+def edit_tags(self: DatasetCleaner, fname, add=(), remove=()):
+    "Add and remove tags of `fname` (multi-label), starting from its current tags; returns the new tag list."
+    if isinstance(add, str): add = [add]
+    if isinstance(remove, str): remove = [remove]
+    if [*add, *remove]: self._tagset([*add, *remove])          # every tag named must be a known one
+    tags = [t for t in self.tags_of(fname) if t not in remove] + [t for t in add if t not in remove]
+    self.mark(fname, tags)
+    return self.tags_of(fname)
 
 # %% ../nbs/09_cleaner.ipynb #79ba603e
 @patch
@@ -206,6 +244,8 @@ def _plan(self: DatasetCleaner, choices=None):
 @patch
 def _csv_step(self: DatasetCleaner, changes):
     "One step that rewrites the labels CSV for `changes` {file: (old label, new label or None to remove the row)}."
+    if not is_inside(self.root, self.csv_path):
+        raise ValueError(f'the labels CSV {self.csv_path} is outside the dataset root {self.root}; the cleaner only writes inside it')
     _, header, rows, ic, lc, _, _ = read_labels_csv(self.csv_path)
     folder = self.root/(self.folder or '')
     out = []
@@ -298,7 +338,8 @@ def apply(self: DatasetCleaner, dry_run=False):
     self.journal.append(txn=txn, kind='commit')
     self._after_apply(txn, steps, applied, missing)
     n_del = sum(1 for v in applied.values() if v == 'delete')
-    msg = f'Applied: {n_del} moved to the trash, {len(applied) - n_del} relabelled' + (f', {len(missing)} missing' if missing else '')
+    what = 'tag set(s) edited' if self.is_multi else 'relabelled'
+    msg = f'Applied: {n_del} moved to the trash, {len(applied) - n_del} {what}' + (f', {len(missing)} missing' if missing else '')
     return CleanReport(steps, missing, renamed, message=msg, txn=txn)
 
 @patch

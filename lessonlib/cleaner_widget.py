@@ -31,7 +31,7 @@ def _thumb_png(path, size):
 
 # %% ../nbs/09b_cleaner_widget.ipynb #5ae87fb8
 class ImageClassifierCleaner(DatasetCleaner):
-    "Widget: the most surprising images of a class and split, each marked keep / delete / another class; Apply and Undo."
+    "Widget: the most surprising images of a class (or tag) and split, each marked keep / delete / another class or tag set; Apply and Undo."
     def __init__(self, learn_or_interp, max_n=20, data=None, root=None, rank='loss', features=None,
                  choices_file='auto', thumb_size=96):
         data, args = model_items(learn_or_interp, data, root)
@@ -62,10 +62,9 @@ class ImageClassifierCleaner(DatasetCleaner):
         return r
 
     def mark(self, fname, choice):
-        "Set the choice for `fname` (see `DatasetCleaner.mark`); the dropdown follows if the file is on the page shown."
+        "Set the choice for `fname` (see `DatasetCleaner.mark`); its controls follow if the file is on the page shown."
         super().mark(fname, choice)
-        dd = getattr(self, '_dd', {}).get(self._rel(fname))
-        if dd is not None and dd.value != self.choice(fname): dd.value = self.choice(fname)
+        self._sync(self._rel(fname))
 
     def find_duplicates(self, threshold=0.97, features=None, max_pairs=200):
         "Near-duplicate pairs (see `DatasetCleaner.find_duplicates`), then shown under *Set: Duplicates*."
@@ -90,7 +89,7 @@ class ImageClassifierCleaner(DatasetCleaner):
 def _build(self: ImageClassifierCleaner, rank='loss'):
     "Create the widgets (once); `_render` fills the grid for the current class, split and page."
     splits = [s for s in ('train', 'valid') if any(it.split == s for it in self.items.values())] or ['valid']
-    self.w_class = W.Dropdown(options=self.classes, description='Class:').add_class('lessonlib-cleaner-class')
+    self.w_class = W.Dropdown(options=self.classes, description='Tag:' if self.is_multi else 'Class:').add_class('lessonlib-cleaner-class')
     self.w_split = W.Dropdown(options=[(s.capitalize(), s) for s in splits], value=splits[-1],
                               description='Set:').add_class('lessonlib-cleaner-split')
     self.w_rank = W.Dropdown(options=[('loss', 'loss'), ('out-of-fold loss', 'oof')], value=rank,
@@ -127,6 +126,10 @@ def _cell(self: ImageClassifierCleaner, key, caption=None):
     it, t = self.items[key], self.thumb_size
     img = W.Image(value=_thumb_png(self.root/key, t), format='png', layout=W.Layout(width=f'{t}px', height=f'{t}px'))
     name = W.Label(Path(key).name, tooltip=key).add_class('lessonlib-cleaner-fname')
+    if self.is_multi:
+        verdict = W.Label(caption or f'pred: {it.pred or "(none)"}',
+                          tooltip=f'tagged {it.label}, predicted {it.pred or "(none)"}; loss {it.loss:.3f}').add_class('lessonlib-cleaner-pred')
+        return W.VBox([img, name, verdict, self._tag_controls(key)], layout=W.Layout(align_items='center')).add_class('lessonlib-cleaner-item')
     verdict = W.Label(caption or (f'{it.pred} {it.prob:.2f}' if it.pred else it.label),
                       tooltip=f'labelled {it.label}, predicted {it.pred} ({it.prob:.3f}); loss {it.loss:.3f}, '
                               f'out-of-fold loss {it.oof_loss:.3f}').add_class('lessonlib-cleaner-pred')
@@ -135,6 +138,29 @@ def _cell(self: ImageClassifierCleaner, key, caption=None):
     dd.observe(lambda ch, key=key: self._on_choice(key, ch['new']), names='value')
     self._dd[key] = dd
     return W.VBox([img, name, verdict, dd], layout=W.Layout(align_items='center')).add_class('lessonlib-cleaner-item')
+
+@patch
+def _tag_controls(self: ImageClassifierCleaner, key):
+    "Multi-label: the image's tag set in a TagsInput (type a tag and Enter to add it, × to remove one) and a delete box."
+    tags = W.TagsInput(value=self.tags_of(key), allowed_tags=self.classes, allow_duplicates=False,
+                       layout=W.Layout(width=f'{self.thumb_size + 36}px')).add_class('lessonlib-cleaner-tags')
+    dele = W.Checkbox(value=self.choice(key) == 'delete', description='delete', indent=False).add_class('lessonlib-cleaner-delete')
+    tags.observe(lambda ch: None if dele.value else self._on_choice(key, list(ch['new'])), names='value')
+    dele.observe(lambda ch: self._on_choice(key, 'delete' if ch['new'] else list(tags.value)), names='value')
+    self._dd[key] = (tags, dele)
+    return W.VBox([tags, dele], layout=W.Layout(align_items='center'))
+
+@patch
+def _sync(self: ImageClassifierCleaner, key):
+    "Make the controls of `key` show its current choice, if it is on the page shown."
+    ctl = getattr(self, '_dd', {}).get(key)
+    if ctl is None: return
+    if not self.is_multi:
+        if ctl.value != self.choice(key): ctl.value = self.choice(key)
+        return
+    tags, dele = ctl
+    if dele.value != (self.choice(key) == 'delete'): dele.value = self.choice(key) == 'delete'
+    if list(tags.value) != self.tags_of(key): tags.value = self.tags_of(key)
 
 @patch
 def _render(self: ImageClassifierCleaner):
@@ -158,7 +184,8 @@ def _render(self: ImageClassifierCleaner):
 def _summary(self: ImageClassifierCleaner):
     n_del = sum(v == 'delete' for v in self.choices.values())
     if not self.choices: return 'Nothing marked yet.'
-    return f'{len(self.choices)} marked ({n_del} delete, {len(self.choices) - n_del} relabel): Apply changes the files.'
+    what = 'tag edit' if self.is_multi else 'relabel'
+    return f'{len(self.choices)} marked ({n_del} delete, {len(self.choices) - n_del} {what}): Apply changes the files.'
 
 @patch
 def _status(self: ImageClassifierCleaner, msg): self.w_status.value = msg
@@ -173,7 +200,10 @@ def _autosave(self: ImageClassifierCleaner):
 
 @patch
 def _on_choice(self: ImageClassifierCleaner, key, value):
-    self.mark(key, value); self._autosave(); self._status(self._summary())
+    "A control changed: mark the file, save, say so; a refused choice (an empty tag set) is said and the control put back."
+    try: self.mark(key, value)
+    except (ValueError, KeyError) as e: self._sync(key); self._status(f'Error: {e}'); return
+    self._autosave(); self._status(self._summary())
 
 @patch
 def _on_view(self: ImageClassifierCleaner, change):

@@ -52,19 +52,29 @@ def _check_targets(targets, n, c, is_multi):
     if len(bad): raise ValueError(f'targets must be class indices in [0, {c}); found {targets[bad[0]]} at position {bad[0]}')
     return targets
 
+def _check_thresh(thresh, c):
+    "`thresh` as a float, or as a (C,) array of per-class thresholds; each must lie in [0, 1]."
+    t = np.asarray(thresh, np.float64)
+    if t.ndim > 1 or (t.ndim == 1 and len(t) != c):
+        raise ValueError(f'thresh must be a number or one threshold per class ({c} values), got shape {t.shape}')
+    if not np.isfinite(t).all() or t.min() < 0 or t.max() > 1:
+        raise ValueError(f'thresh must lie between 0 and 1, got {np.round(t, 3).tolist()}')
+    return float(t) if t.ndim == 0 else t
+
 # %% ../nbs/08_interpret.ipynb #50d74956
 class ClassificationInterpretation:
     "What a classifier got right and wrong: probabilities `probs` (N, C) against `targets`, for `classes`."
     def __init__(self, probs, targets, classes, fnames=None, losses=None, ds=None, is_multi=False, thresh=0.5):
-        self.classes, self.ds, self.is_multi, self.thresh = list(classes), ds, bool(is_multi), thresh
+        self.classes, self.ds, self.is_multi = list(classes), ds, bool(is_multi)
         self.probs = _np(probs).astype(np.float32)
         _check_probs(self.probs, self.classes)
         n, c = self.probs.shape
+        self.thresh = _check_thresh(thresh, c)
         self.targets = _check_targets(_np(targets), n, c, self.is_multi)
         if fnames is None and ds is not None: fnames = getattr(ds, 'fnames', None)
         if fnames is not None and len(fnames) != n: raise ValueError(f'fnames has {len(fnames)} items but probs has {n} rows')
         self.fnames = None if fnames is None else [Path(f) for f in fnames]
-        self.preds = (self.probs >= thresh) if self.is_multi else self.probs.argmax(1)
+        self.preds = (self.probs >= self.thresh) if self.is_multi else self.probs.argmax(1)
         self.losses = self._losses() if losses is None else _np(losses).astype(np.float32).reshape(-1)
         if len(self.losses) != n: raise ValueError(f'losses has {len(self.losses)} items but probs has {n} rows')
 
@@ -256,10 +266,10 @@ def plot_confused_pairs(self: ClassificationInterpretation, k=4, n=5, figsize=No
 # %% ../nbs/08_interpret.ipynb #38df7448
 @patch
 def multilabel_confusion_matrix(self: ClassificationInterpretation, thresh=None):
-    "Per-class 2×2 counts (C, 2, 2) = [[TN, FP], [FN, TP]], like `sklearn.metrics.multilabel_confusion_matrix`."
+    "Per-class 2×2 counts (C, 2, 2) = [[TN, FP], [FN, TP]] at `thresh` (a number or one per class), as sklearn counts them."
     c = len(self.classes)
     if self.is_multi:
-        pred = self.probs >= (self.thresh if thresh is None else thresh)
+        pred = self.probs >= (self.thresh if thresh is None else _check_thresh(thresh, c))
         true = self.targets > 0.5
     else: pred, true = np.eye(c, dtype=bool)[self.preds], np.eye(c, dtype=bool)[self.targets]
     tp = (pred & true).sum(0); fp = (pred & ~true).sum(0); fn = (~pred & true).sum(0); tn = (~pred & ~true).sum(0)
@@ -275,6 +285,10 @@ def per_class_counts(self: ClassificationInterpretation, thresh=None):
     return res
 
 # %% ../nbs/08_interpret.ipynb #3c2cbe32
+def _thresh_str(t):
+    "How a plot title names a threshold: 'threshold 0.5' or 'per-class thresholds'."
+    return f'threshold {t:g}' if np.ndim(t) == 0 else 'per-class thresholds'
+
 @patch
 def plot_per_class_counts(self: ClassificationInterpretation, thresh=None, figsize=None, ax=None):
     "Horizontal bars of TP / FP / FN per class (the classes on the y axis); returns the Figure."
@@ -288,8 +302,38 @@ def plot_per_class_counts(self: ClassificationInterpretation, thresh=None, figsi
         ax.barh(y + (k - 1) * h, vals, height=h, color=col, label=name)
     ax.set_yticks(y, self.classes, fontsize=float(np.clip(300 / max(c, 1), 5, 10))); ax.invert_yaxis()
     ax.set_xlabel('count'); ax.legend(loc='best', fontsize=8)
-    ax.set_title(f'per-class counts at threshold {self.thresh if thresh is None else thresh}')
+    ax.set_title(f'per-class counts at {_thresh_str(self.thresh if thresh is None else thresh)}')
     return fig
+
+# %% ../nbs/08_interpret.ipynb #b8655a72
+@patch
+def plot_precision_recall(self: ClassificationInterpretation, thresh=None, figsize=None, ax=None):
+    "Precision and recall of every class at `thresh` (a number or one per class), as paired bars; returns the Figure."
+    counts = self.per_class_counts(thresh)
+    c = len(self.classes)
+    fig, ax = fig_ax(ax, figsize or (7, 1.5 + 0.4 * min(c, 40)))
+    y, h = np.arange(c), 0.38
+    for k, (what, col) in enumerate([('precision', 'tab:blue'), ('recall', 'tab:purple')]):
+        ax.barh(y + (k - 0.5) * h, [counts[n][what] for n in self.classes], height=h, color=col, label=what)
+    ax.set_yticks(y, self.classes, fontsize=float(np.clip(300 / max(c, 1), 5, 10))); ax.invert_yaxis()
+    ax.set_xlim(0, 1); ax.set_xlabel('fraction'); ax.legend(loc='lower right', fontsize=8)
+    ax.set_title(f'precision and recall per class at {_thresh_str(self.thresh if thresh is None else thresh)}')
+    return fig
+
+# %% ../nbs/08_interpret.ipynb #023a8672
+@patch
+def top_losses_tags(self: ClassificationInterpretation, k=9, largest=True):
+    "The `k` largest-loss items of a multi-label model: index, loss (mean BCE), actual and predicted tag sets, missed and extra tags."
+    if not self.is_multi: raise ValueError('top_losses_tags is for multi-label models; use top_losses() or plot_top_losses()')
+    losses, idxs = self.top_losses(k, largest)
+    tags = lambda row: [self.classes[j] for j in np.flatnonzero(row)]
+    out = []
+    for l, i in zip(losses, idxs):
+        act, pred = set(tags(self.targets[i] > 0.5)), set(tags(self.preds[i]))
+        out.append(dict(idx=int(i), loss=round(float(l), 4), actual=tags(self.targets[i] > 0.5), predicted=tags(self.preds[i]),
+                        missed=[t for t in self.classes if t in act - pred], extra=[t for t in self.classes if t in pred - act]))
+        if self.fnames is not None: out[-1]['file'] = self.fnames[i].name
+    return out
 
 # %% ../nbs/08_interpret.ipynb #0985d5ed
 def gradcam(model, x, target=None, layer=None):

@@ -17,9 +17,10 @@ from .cleaner import DatasetCleaner, CleanItem
 
 # %% ../nbs/09a_suspects.ipynb #b515e603
 def _probs_losses(probs, targets):
-    "Per-image loss -log p[label] from probabilities."
-    p = np.clip(np.asarray(probs, np.float64), 1e-12, 1)
-    return -np.log(p[np.arange(len(p)), np.asarray(targets, np.int64)])
+    "Per-image loss from probabilities: -log p[label], or for multi-hot targets (N, C) the mean binary cross-entropy."
+    p, y = np.clip(np.asarray(probs, np.float64), 1e-12, 1 - 1e-12), np.asarray(targets)
+    if y.ndim == 2: return -(y * np.log(p) + (1 - y) * np.log(1 - p)).mean(1)
+    return -np.log(p[np.arange(len(p)), y.astype(np.int64)])
 
 def _split_of(ds, data):
     if data is not None:
@@ -28,15 +29,14 @@ def _split_of(ds, data):
     return None
 
 def _sources(obj, data=None):
-    "From a learner, an interpretation or a dict {split: interpretation}: data and a list of (split, probs, targets, fnames, losses)."
+    "From a learner, an interpretation or a dict {split: interpretation}: data and a list of (split, probs, targets, fnames, losses, thresh)."
     if hasattr(obj, 'predict_with_targs') and hasattr(obj, 'data'):          # a learner
         data = obj.data if data is None else data
-        if getattr(data, 'is_multi', False): raise ValueError('the cleaner handles single-label data; this learner is multi-label')
         out = []
         for split, ds in (('train', data.fix_ds), ('valid', data.val_ds)):
             log_preds, y = obj.predict_with_targs(split)
-            probs = np.exp(np.asarray(log_preds, np.float64))
-            out.append((split, probs, np.asarray(y), list(ds.fnames), _probs_losses(probs, y)))
+            probs = np.exp(np.asarray(log_preds, np.float64))       # log-softmax, or log-sigmoid for multi-label
+            out.append((split, probs, np.asarray(y), list(ds.fnames), _probs_losses(probs, y), 0.5))
         return data, list(data.classes), out
     interps = obj if isinstance(obj, dict) else {None: obj}
     out, classes = [], None
@@ -45,14 +45,13 @@ def _sources(obj, data=None):
             if getattr(it, a, None) is None:
                 raise ValueError(f'{type(it).__name__} has no `{a}`: pass a learner, a ClassificationInterpretation '
                                  'with file names, or a dict {split: interpretation}')
-        if getattr(it, 'is_multi', False): raise ValueError('the cleaner handles single-label data; this interpretation is multi-label')
         if classes is not None and list(it.classes) != classes: raise ValueError('the interpretations have different classes')
         classes = list(it.classes)
         probs, y = np.asarray(it.probs, np.float64), np.asarray(it.targets)
         losses = getattr(it, 'losses', None)
         losses = _probs_losses(probs, y) if losses is None else np.asarray(losses, np.float64)
         split = split or _split_of(getattr(it, 'ds', None), data) or getattr(it, 'split', None) or 'valid'
-        out.append((split, probs, y, [Path(f) for f in it.fnames], losses))
+        out.append((split, probs, y, [Path(f) for f in it.fnames], losses, getattr(it, 'thresh', 0.5)))
     return data, classes, out
 
 # %% ../nbs/09a_suspects.ipynb #4df31008
@@ -71,30 +70,36 @@ def _layout_of(data, fnames, root=None):
 def _items(root, classes, sources):
     "CleanItems for every file of every split, with the model's verdict."
     root, items = Path(root).resolve(), []
-    for split, probs, y, fnames, losses in sources:
+    tags = lambda row: ' '.join(classes[j] for j in np.flatnonzero(row))       # a multi-label item's tag set
+    for split, probs, y, fnames, losses, thresh in sources:
         if not (len(probs) == len(y) == len(fnames) == len(losses)):
             raise ValueError(f'{split}: probs, targets, fnames and losses must have the same length')
-        pred = probs.argmax(1)
+        pred = probs >= thresh if y.ndim == 2 else probs.argmax(1)
         for i, f in enumerate(fnames):
             p = Path(f)
             p = p.parent.resolve()/p.name if p.is_absolute() else (root/p).parent.resolve()/p.name
             rel = p.relative_to(root).as_posix() if p.is_relative_to(root) else os.path.relpath(p, root)
-            items.append(CleanItem(rel, split, classes[int(y[i])], classes[int(pred[i])], float(probs[i, pred[i]]),
-                                   float(losses[i]), idx=i))
+            if y.ndim == 2: items.append(CleanItem(rel, split, tags(y[i] > 0.5), tags(pred[i]), loss=float(losses[i]), idx=i))
+            else: items.append(CleanItem(rel, split, classes[int(y[i])], classes[int(pred[i])], float(probs[i, pred[i]]),
+                                         float(losses[i]), idx=i))
     return items
 
 def model_items(learn_or_interp, data=None, root=None):
     "(data, kwargs): `DatasetCleaner(**kwargs)` covers the files a learner or interpretation predicted, with its verdicts."
     data, classes, sources = _sources(learn_or_interp, data)
     r, layout, csv_path, folder = _layout_of(data, [f for s in sources for f in s[3]], root)
-    return data, dict(root=r, items=_items(r, classes, sources), classes=classes, layout=layout, csv_path=csv_path, folder=folder)
+    multi = any(s[2].ndim == 2 for s in sources)
+    if multi and layout != 'csv': raise ValueError('multi-label cleaning edits the labels CSV: pass data= (the ImageData read from it)')
+    return data, dict(root=r, items=_items(r, classes, sources), classes=classes, layout=layout, csv_path=csv_path, folder=folder,
+                      tag_delim=' ' if multi else None)
 
 # %% ../nbs/09a_suspects.ipynb #13ea5124
 @patch
 def view(self: DatasetCleaner, split=None, label=None, by='loss'):
-    "Files of `split` (all if None) and class `label` (all if None), highest `by` ('loss' or 'oof') first."
+    "Files of `split` (all if None) and class (or tag) `label` (all if None), highest `by` ('loss' or 'oof') first."
     att = {'loss': 'loss', 'oof': 'oof_loss'}[by]
-    keys = [k for k, it in self.items.items() if (split is None or it.split == split) and (label is None or it.label == label)]
+    has = (lambda it: label in it.label.split(self.tag_delim)) if self.is_multi else (lambda it: it.label == label)
+    keys = [k for k, it in self.items.items() if (split is None or it.split == split) and (label is None or has(it))]
     score = lambda k: getattr(self.items[k], att)
     return sorted(keys, key=lambda k: (math.isnan(score(k)), -score(k) if not math.isnan(score(k)) else 0, k))
 
@@ -110,8 +115,9 @@ def show_static(self: DatasetCleaner, split='valid', cls=None, n=None, ncols=5, 
     for ax, k in zip(axs.flat, keys):
         it = self.items[k]
         ax.imshow(open_image(self.root/k)); mark = self.choice(k)
+        verdict = f'{it.label} → {it.pred or "(none)"}' if self.is_multi else f'{it.label}→{it.pred} {it.prob:.2f}'
         ax.set_title(f'{Path(k).name}' + (f' [{mark}]' if mark != 'keep' else '') +
-                     f'\n{it.label}→{it.pred} {it.prob:.2f}\nloss {getattr(it, "oof_loss" if by == "oof" else "loss"):.2f}', fontsize=8)
+                     f'\n{verdict}\nloss {getattr(it, "oof_loss" if by == "oof" else "loss"):.2f}', fontsize=8)
     fig.suptitle(f'{split}, {cls or "all classes"}: highest {"out-of-fold " if by == "oof" else ""}loss first', fontsize=10)
     fig.tight_layout()
     self.static_keys = keys
@@ -184,6 +190,7 @@ def _feature_rows(self: DatasetCleaner, features=None):
 @patch
 def rank_out_of_fold(self: DatasetCleaner, features=None, k=5, **kwargs):
     "Score every image with a head that never saw it (k folds over the cached activations); sets `oof_loss`; returns the losses."
+    if self.is_multi: raise ValueError('out-of-fold ranking is for single-label data; rank a multi-label dataset by loss')
     keys, X = self._feature_rows(features)
     y = np.array([self.classes.index(self.items[kk].label) for kk in keys])
     p = oof_probs(X, y, len(self.classes), k=k, **kwargs)

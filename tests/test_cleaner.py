@@ -553,8 +553,8 @@ def test_from_classification_interpretation_and_learner(tmp_path):
     w = ImageClassifierCleaner(learn, choices_file=None)
     assert asked == ['train', 'valid'] and len(w.items) == 18
     np.testing.assert_allclose(w.items['train/Bag/bag0.png'].loss, np.log(3), rtol=1e-6)
-    multi = SimpleNamespace(probs=fi.probs, targets=fi.targets, classes=CLS, fnames=fi.fnames, is_multi=True)
-    with pytest.raises(ValueError, match='single-label'): ImageClassifierCleaner(multi)
+    multi = SimpleNamespace(probs=fi.probs, targets=np.eye(3)[fi.targets], classes=CLS, fnames=fi.fnames, is_multi=True)
+    with pytest.raises(ValueError, match='edits the labels CSV'): ImageClassifierCleaner(multi)   # tag sets live in a CSV
     with pytest.raises(ValueError, match='has no `fnames`'):
         ImageClassifierCleaner(SimpleNamespace(probs=fi.probs, targets=fi.targets, classes=CLS, fnames=None))
 

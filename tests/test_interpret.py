@@ -100,11 +100,58 @@ def test_multilabel_counts_match_sklearn():
     ref = F.binary_cross_entropy(torch.tensor(p).double().clamp(1e-12, 1 - 1e-12), torch.tensor(y).double(),
                                  reduction='none').mean(1).numpy()
     np.testing.assert_allclose(interp.losses, ref, rtol=1e-5)
-    assert interp.per_class_counts(thresh=1.01)['a']['precision'] == 0.   # nothing predicted: no division by zero
+    assert interp.per_class_counts(thresh=1.0)['a']['precision'] == 0.   # nothing predicted: no division by zero
     with pytest.raises(ValueError, match='per_class_counts'): interp.confusion_matrix()
     fig = interp.plot_per_class_counts()
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == tags
 
+
+
+def test_per_class_thresholds_match_sklearn():
+    "`thresh` as one value per class: counts, precision/recall bars and predictions all equal sklearn's at p >= thresh."
+    rng = np.random.default_rng(5)
+    y = (rng.random((120, 4)) < [0.5, 0.3, 0.2, 0.6]).astype(np.float32)
+    p = np.clip(y * 0.35 + rng.random((120, 4)) * 0.65, 0, 1)
+    tags, t = ['clear', 'cloudy', 'road', 'water'], np.array([0.3, 0.5, 0.4, 0.7])
+    interp = ClassificationInterpretation(p, y, tags, is_multi=True, thresh=t)
+    np.testing.assert_array_equal(interp.preds, p >= t)
+    np.testing.assert_array_equal(interp.multilabel_confusion_matrix(), sklearn.metrics.multilabel_confusion_matrix(y, p >= t))
+    np.testing.assert_array_equal(interp.multilabel_confusion_matrix(0.5), sklearn.metrics.multilabel_confusion_matrix(y, p >= 0.5))
+    fig = interp.plot_precision_recall()
+    assert isinstance(fig, matplotlib.figure.Figure) and plt.get_fignums() == []     # returned, not left open under Agg
+    bars = [b.get_width() for b in fig.axes[0].patches]
+    np.testing.assert_allclose(bars[:4], sklearn.metrics.precision_score(y, p >= t, average=None, zero_division=0))
+    np.testing.assert_allclose(bars[4:], sklearn.metrics.recall_score(y, p >= t, average=None, zero_division=0))
+    assert [x.get_text() for x in fig.axes[0].get_yticklabels()] == tags and 'per-class' in fig.axes[0].get_title()
+    assert 'threshold 0.5' in interp.plot_precision_recall(0.5).axes[0].get_title()
+    assert 'per-class' in interp.plot_per_class_counts().axes[0].get_title()
+    fig, ax = plt.subplots(); assert interp.plot_precision_recall(ax=ax) is fig; plt.close(fig)
+    for bad, msg in (([0.5, 0.5], r'one threshold per class \(4 values\)'), (1.5, 'between 0 and 1'),
+                     ([0.5, np.nan, 0.5, 0.5], 'between 0 and 1'), (np.full((2, 4), 0.5), 'shape')):
+        with pytest.raises(ValueError, match=msg): interp.per_class_counts(bad)
+        with pytest.raises(ValueError, match=msg): ClassificationInterpretation(p, y, tags, is_multi=True, thresh=bad)
+
+
+def test_top_losses_tags_are_tag_sets_ranked_by_bce(pngs):
+    rng = np.random.default_rng(6)
+    y = (rng.random((12, 3)) < 0.5).astype(np.float32)
+    p = rng.random((12, 3))
+    interp = ClassificationInterpretation(p, y, ['a', 'b', 'c'], fnames=pngs, is_multi=True)
+    ref = F.binary_cross_entropy(torch.tensor(p), torch.tensor(y).double(), reduction='none').mean(1).numpy()
+    rows = interp.top_losses_tags(4)
+    assert [r['idx'] for r in rows] == np.argsort(-ref, kind='stable')[:4].tolist()
+    np.testing.assert_allclose([r['loss'] for r in rows], np.sort(ref)[::-1][:4], atol=1e-4)
+    for r in rows:
+        i = r['idx']
+        assert r['actual'] == [c for c, v in zip('abc', y[i]) if v] and r['predicted'] == [c for c, v in zip('abc', p[i]) if v >= 0.5]
+        assert set(r['missed']) == set(r['actual']) - set(r['predicted']) and set(r['extra']) == set(r['predicted']) - set(r['actual'])
+        assert r['file'] == pngs[i].name
+    assert [r['idx'] for r in interp.top_losses_tags(2, largest=False)] == np.argsort(ref, kind='stable')[:2].tolist()
+    fig = interp.plot_top_losses(3)
+    first = rows[0]
+    assert fig.axes[0].get_title().split('\n')[:2] == [' '.join(first['predicted']) or '(none)', ' '.join(first['actual']) or '(none)']
+    with pytest.raises(ValueError, match='multi-label'):
+        ClassificationInterpretation(*synth(5, 3), ['a', 'b', 'c']).top_losses_tags()
 
 def _ticks(ax, which='x'):
     return [t.get_text() for t in (ax.get_xticklabels() if which == 'x' else ax.get_yticklabels())]
