@@ -632,3 +632,155 @@ def test_engine_and_ranking_import_no_widgets():
     code = "import sys, lessonlib.cleaner, lessonlib.suspects; assert 'ipywidgets' not in sys.modules, 'ipywidgets imported'"
     r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+# ---------------------------------------------------------------- multi-label: tag sets in a planet-style CSV
+TAGS = ['clear', 'cloudy', 'road', 'water']
+
+
+def make_planet(root, rows=('clear road', 'cloudy', 'water clear', 'road water clear', 'cloudy water', 'clear', 'road cloudy'), nl='\n', bom=False):
+    "A tiny planet-style dataset: train/<i>.png (real PNGs) and labels.csv `image_name,tags` with space-separated tags."
+    root = Path(root); (root/'train').mkdir(parents=True)
+    for i in range(len(rows)): Image.new('RGB', (8, 8), (40 * i, 100, 150)).save(root/'train'/f'{i}.png')
+    text = nl.join(['image_name,tags'] + [f'{i},{t}' for i, t in enumerate(rows)]) + nl
+    (root/'labels.csv').write_bytes((b'\xef\xbb\xbf' if bom else b'') + text.encode())
+    return root
+
+
+def planet_cleaner(root): return DatasetCleaner.from_csv(root, 'train', 'labels.csv', suffix='.png', label_delim=' ')
+
+
+def test_multilabel_marks_are_tag_sets(tmp_path):
+    cl = planet_cleaner(make_planet(tmp_path/'p'))
+    assert cl.is_multi and cl.classes == TAGS and cl.items['train/2.png'].label == 'water clear'
+    assert cl.tags_of('train/2.png') == ['water', 'clear']
+    assert cl.edit_tags('train/0.png', add='water', remove='road') == ['clear', 'water']
+    cl.mark('train/1.png', ['water', 'cloudy']); cl.mark('train/3.png', 'delete')
+    cl.mark('train/2.png', ['clear', 'water'])                # the same set in another order: nothing to change
+    assert cl.choices == {'train/0.png': 'clear water', 'train/1.png': 'cloudy water', 'train/3.png': 'delete'}
+    assert cl.tags_of('train/1.png') == ['cloudy', 'water'] and cl.tags_of('train/1.png', chosen=False) == ['cloudy']
+    cl.edit_tags('train/1.png', remove='water')                # back to its label: the mark goes away
+    assert 'train/1.png' not in cl.choices
+    before = dict(cl.choices)
+    with pytest.raises(ValueError, match=r"unknown tag\(s\) \['haze'\]: the tags of this dataset are \['clear', 'cloudy', 'road', 'water'\]"):
+        cl.edit_tags('train/0.png', add='haze')
+    with pytest.raises(ValueError, match="unknown tag"): cl.edit_tags('train/0.png', remove='Haze')
+    with pytest.raises(ValueError, match="unknown tag"): cl.mark('train/0.png', 'clear haze')
+    with pytest.raises(ValueError, match="at least one tag.*'delete'"): cl.mark('train/5.png', [])
+    with pytest.raises(ValueError, match="at least one tag"): cl.edit_tags('train/5.png', remove='clear')
+    assert cl.choices == before                                # a refused edit changes nothing
+    with pytest.raises(ValueError, match='single-label|one class per image'):
+        DatasetCleaner.from_csv(make_csv(tmp_path/'s'), 'train', 'labels.csv', suffix='.png').tags_of('train/im0.png')
+    with pytest.raises(ValueError, match='labels CSV'): DatasetCleaner(tmp_path, [], TAGS, tag_delim=' ')   # folder layout
+
+
+@pytest.mark.parametrize('nl,bom', [('\n', False), ('\r\n', True)])
+def test_multilabel_apply_writes_csv_then_undo_restores_bytes(tmp_path, nl, bom):
+    root = make_planet(tmp_path/'p', nl=nl, bom=bom)
+    start, csv0 = snapshot(root), (root/'labels.csv').read_bytes()
+    cl = planet_cleaner(root)
+    cl.edit_tags('train/0.png', add='water', remove='road'); cl.edit_tags('train/4.png', add='road'); cl.mark('train/1.png', 'delete')
+    plan = cl.apply(dry_run=True)
+    assert snapshot(root) == start and 'labels.csv: 0 clear road -> clear water' in plan.lines()
+    r = cl.apply()
+    assert r.message == 'Applied: 1 moved to the trash, 2 tag set(s) edited'
+    assert r.relabelled == [('train/0.png', 'clear water'), ('train/4.png', 'cloudy road water')]
+    want = ['image_name,tags', '0,clear water', '2,water clear', '3,road water clear', '4,cloudy road water', '5,clear', '6,road cloudy']
+    assert (root/'labels.csv').read_bytes() == (b'\xef\xbb\xbf' if bom else b'') + (nl.join(want) + nl).encode()
+    assert not (root/'train/1.png').exists() and len(trash_files(root)) == 1
+    recs = Journal(root/TRASH/'journal.jsonl').records()
+    assert [x['kind'] for x in recs][-1] == 'commit' and recs[0]['choices']['train/0.png'] == 'clear water'
+    assert cl.tags_of('train/0.png') == ['clear', 'water'] and not cl.choices
+    # the data layer reads the edited CSV as the new truth
+    import lessonlib.csvdata   # noqa: F401  ImageData.from_csv
+    from lessonlib.data import ImageData
+    d = ImageData.from_csv(root, 'train', 'labels.csv', val_idxs=[0, 1], suffix='.png')
+    assert d.is_multi and d.classes == TAGS and d.trn_ds.y[-2].tolist() == [1, 0, 0, 0]
+    u = planet_cleaner(root).undo()                            # a fresh session, as after a kernel restart
+    assert u.message.startswith('Undone: 2 step(s)')
+    assert (root/'labels.csv').read_bytes() == csv0 and snapshot(root) == start
+
+
+def test_multilabel_csv_outside_root_is_never_written(tmp_path):
+    root = make_planet(tmp_path/'p')
+    outside = tmp_path/'labels-elsewhere.csv'; shutil.copy(root/'labels.csv', outside)
+    cl = DatasetCleaner(root, planet_cleaner(root).items.values(), TAGS, layout='csv', csv_path=outside, folder='train', tag_delim=' ')
+    cl.edit_tags('train/0.png', add='water')
+    before = outside.read_bytes(), snapshot(root)
+    with pytest.raises(ValueError, match='outside the dataset root'): cl.apply()
+    assert (outside.read_bytes(), snapshot(root)) == before and not (root/TRASH/'journal.jsonl').exists()
+
+
+def planet_interp(root, data):
+    "Made-up sigmoid outputs for the validation rows of `data`: image 0 is predicted wrong on every tag."
+    y = data.val_ds.y
+    p = np.clip(y * 0.7 + 0.2, 0, 1); p[0] = 1 - y[0] * 0.9 - 0.05
+    return SimpleNamespace(probs=p, targets=y, classes=data.classes, fnames=data.val_ds.fnames, is_multi=True)
+
+
+def test_multilabel_widget_ranks_by_bce_and_edits_tags(tmp_path):
+    import torch, torch.nn.functional as F
+    import lessonlib.csvdata   # noqa: F401
+    from lessonlib.data import ImageData
+    root = make_planet(tmp_path/'p')
+    data = ImageData.from_csv(root, 'train', 'labels.csv', val_idxs=[0, 1, 2, 3], suffix='.png')
+    it = planet_interp(root, data)
+    w = ImageClassifierCleaner(it, data=data, choices_file=None)
+    assert w.is_multi and w.layout == 'csv' and w.w_class.description == 'Tag:'
+    ref = F.binary_cross_entropy(torch.tensor(it.probs).double(), torch.tensor(it.targets).double(), reduction='none').mean(1).numpy()
+    assert w.view('valid') == [f'train/{i}.png' for i in np.argsort(-ref, kind='stable')]
+    np.testing.assert_allclose([w.items[f'train/{i}.png'].loss for i in range(4)], ref, rtol=1e-6)
+    assert w.items['train/0.png'].pred == 'cloudy water' and w.items['train/0.png'].label == 'clear road'
+    assert w.view('valid', 'road') == [f'train/{i}.png' for i in np.argsort(-ref, kind='stable') if i in (0, 3)]   # the tag filter
+    w.w_class.value = 'road'
+    tags, dele = w._dd['train/0.png']
+    assert list(tags.value) == ['clear', 'road'] and list(tags.allowed_tags) == TAGS and not dele.value
+    tags.value = ['clear', 'road', 'water']
+    assert w.choices == {'train/0.png': 'clear road water'} and w.w_status.value.startswith('1 marked (0 delete, 1 tag edit)')
+    tags.value = []                                            # an empty set is refused, said, and the control put back
+    assert w.w_status.value.startswith('Error: a tag set needs at least one tag') and list(tags.value) == ['clear', 'road', 'water']
+    w.mark('train/3.png', 'delete')
+    assert w._dd['train/3.png'][1].value                       # marked from code: the box follows
+    w._dd['train/3.png'][1].value = False
+    assert 'train/3.png' not in w.choices
+    w.edit_tags('train/3.png', remove='water')
+    assert list(w._dd['train/3.png'][0].value) == ['clear', 'road']
+    w.w_apply.click()
+    assert w.w_status.value == 'Applied: 0 moved to the trash, 2 tag set(s) edited'
+    assert (root/'labels.csv').read_text().splitlines()[1:5] == ['0,clear road water', '1,cloudy', '2,water clear', '3,clear road']
+    w.w_undo.click()
+    assert w.w_status.value.startswith('Undone: 1 step(s)') and (root/'labels.csv').read_text().splitlines()[1] == '0,clear road'
+    assert w.choices == {'train/0.png': 'clear road water', 'train/3.png': 'clear road'}   # the undone choices come back
+    with pytest.raises(ValueError, match='single-label data'): w.rank_out_of_fold(features={'valid': np.eye(4)})
+    fig = w.show_static('valid', n=2, ncols=2)
+    assert 'clear road → cloudy water' in fig.axes[0].get_title()
+
+
+def test_multilabel_learner_losses_are_mean_bce(tmp_path):
+    import torch, torch.nn.functional as F
+    import lessonlib.csvdata   # noqa: F401
+    from lessonlib.data import ImageData
+    root = make_planet(tmp_path/'p')
+    data = ImageData.from_csv(root, 'train', 'labels.csv', val_idxs=[0, 1], suffix='.png')
+    logits = {s: torch.randn(len(d), 4, generator=torch.Generator().manual_seed(i))
+              for i, (s, d) in enumerate((('train', data.fix_ds), ('valid', data.val_ds)))}
+    def predict_with_targs(ds='valid'):
+        d = {'train': data.fix_ds, 'valid': data.val_ds}[ds]
+        return F.logsigmoid(logits[ds]).numpy(), np.asarray(d.y)       # what Learner.predict returns for multi-label data
+    w = ImageClassifierCleaner(SimpleNamespace(data=data, predict_with_targs=predict_with_targs), choices_file=None)
+    assert len(w.items) == 7 and w.is_multi
+    for s, d in (('train', data.fix_ds), ('valid', data.val_ds)):
+        ref = F.binary_cross_entropy_with_logits(logits[s], torch.tensor(d.y), reduction='none').mean(1).numpy()
+        keys = [Path(f).relative_to(root.resolve()).as_posix() for f in d.fnames]
+        np.testing.assert_allclose([w.items[k].loss for k in keys], ref, rtol=1e-5)
+        pred = torch.sigmoid(logits[s]).numpy() >= 0.5
+        assert [w.items[k].pred for k in keys] == [' '.join(t for t, v in zip(TAGS, row) if v) for row in pred]
+
+
+def test_multilabel_choices_saved_and_restored(tmp_path, warned_here):
+    root = make_planet(tmp_path/'p')
+    cl = planet_cleaner(root)
+    cl.edit_tags('train/0.png', add='water'); cl.mark('train/5.png', 'delete')
+    f = cl.save_choices()
+    cl2 = planet_cleaner(root)
+    assert cl2.load_choices(f) == 2 and cl2.choices == cl.choices

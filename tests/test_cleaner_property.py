@@ -1,5 +1,6 @@
 """Property test for lessonlib.cleaner: random sequences of marks, apply, crashes, kernel restarts, new files and undo
-never lose a byte, and undoing everything gives back exactly the files we started with (plus any new ones)."""
+never lose a byte, and undoing everything gives back exactly the files we started with (plus any new ones). The same
+for a multi-label CSV whose tag sets are edited."""
 import os, shutil, tempfile
 from collections import Counter
 from pathlib import Path
@@ -7,6 +8,8 @@ from hypothesis import given, settings, strategies as st, HealthCheck, event
 from lessonlib.cleaner import DatasetCleaner, TRASH
 
 CLASSES = ('A', 'B', 'C')
+MULTI_TAGS = ('A B', 'C', 'B A', 'A', 'C B A')
+TAG_SETS = (['A'], ['A', 'B'], ['C', 'B'], 'C A', ['A', 'B', 'C'])
 SHM = '/dev/shm' if os.path.isdir('/dev/shm') and os.access('/dev/shm', os.W_OK) else None   # tmpfs: fsync is free
 
 
@@ -28,8 +31,18 @@ def make(root, layout):
         (root/'labels.csv').write_text('\n'.join(rows) + '\n')
 
 
+def make_multi(root):
+    "A planet-style CSV: image_name,tags with space-separated tag sets, CRLF line ends (kept byte for byte)."
+    (root/'train').mkdir(parents=True)
+    rows = ['image_name,tags']
+    for i, t in enumerate(MULTI_TAGS):
+        (root/'train'/f'{i}.png').write_bytes(f'img{i}'.encode()); rows.append(f'{i},{t}')
+    (root/'labels.csv').write_bytes(('\r\n'.join(rows) + '\r\n').encode())
+
+
 def open_cleaner(root, layout):
     if layout == 'folder': return DatasetCleaner.from_folder(root)
+    if layout == 'multi': return DatasetCleaner.from_csv(root, 'train', 'labels.csv', suffix='.png', label_delim=' ')
     return DatasetCleaner.from_csv(root, 'train', 'labels.csv', suffix='.png', val_idxs=[3, 4])
 
 
@@ -59,12 +72,12 @@ rounds = st.lists(st.tuples(st.lists(mark, min_size=1, max_size=4), action), min
 
 @settings(max_examples=1000, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(layout=st.sampled_from(['folder', 'csv']), rounds=rounds)
+@given(layout=st.sampled_from(['folder', 'csv', 'multi']), rounds=rounds)
 def test_random_sequences_apply_undo_lose_nothing(layout, rounds):
     tmp = Path(tempfile.mkdtemp(dir=SHM))
     real_step = DatasetCleaner._do_step
     try:
-        root = tmp/'data'; make(root, layout)
+        root = tmp/'data'; make_multi(root) if layout == 'multi' else make(root, layout)
         start, images = dataset(root), all_images(root)
         cl, n_new = open_cleaner(root, layout), 0
         for o in [o for marks, act in rounds for o in marks + [act]]:
@@ -72,7 +85,7 @@ def test_random_sequences_apply_undo_lose_nothing(layout, rounds):
             if kind == 'mark':
                 keys = sorted(cl.items)
                 if keys:
-                    choices = ['keep', 'delete'] + list(cl.classes)
+                    choices = ['keep', 'delete'] + (list(TAG_SETS) if layout == 'multi' else list(cl.classes))
                     cl.mark(keys[o[1] % len(keys)], choices[o[2] % len(choices)])
             elif kind in ('apply', 'crash'):
                 if cl._pending():
