@@ -141,14 +141,21 @@ def _cell(self: ImageClassifierCleaner, key, caption=None):
 
 @patch
 def _tag_controls(self: ImageClassifierCleaner, key):
-    "Multi-label: the image's tag set in a TagsInput (type a tag and Enter to add it, × to remove one) and a delete box."
-    tags = W.TagsInput(value=self.tags_of(key), allowed_tags=self.classes, allow_duplicates=False,
-                       layout=W.Layout(width=f'{self.thumb_size + 36}px')).add_class('lessonlib-cleaner-tags')
-    dele = W.Checkbox(value=self.choice(key) == 'delete', description='delete', indent=False).add_class('lessonlib-cleaner-delete')
+    "Multi-label: the image's tags (× removes one; a typed tag is added), a '+ tag' menu that adds one, a delete box."
+    width = W.Layout(width=f'{self.thumb_size + 36}px')
+    tags = W.TagsInput(value=self.tags_of(key), allowed_tags=self.classes, allow_duplicates=False, layout=width)
+    add = W.Dropdown(options=[('+ tag', '')] + [(c, c) for c in self.classes], value='', layout=width)
+    dele = W.Checkbox(value=self.choice(key) == 'delete', description='delete', indent=False, layout=W.Layout(width='auto'))
     tags.observe(lambda ch: None if dele.value else self._on_choice(key, list(ch['new'])), names='value')
+    def on_add(ch):
+        if not ch['new']: return
+        if ch['new'] not in tags.value: tags.value = list(tags.value) + [ch['new']]
+        add.value = ''
+    add.observe(on_add, names='value')
     dele.observe(lambda ch: self._on_choice(key, 'delete' if ch['new'] else list(tags.value)), names='value')
     self._dd[key] = (tags, dele)
-    return W.VBox([tags, dele], layout=W.Layout(align_items='center'))
+    for w, name in ((tags, 'tags'), (add, 'addtag'), (dele, 'delete')): w.add_class(f'lessonlib-cleaner-{name}')
+    return W.VBox([tags, add, dele], layout=W.Layout(align_items='center'))
 
 @patch
 def _sync(self: ImageClassifierCleaner, key):

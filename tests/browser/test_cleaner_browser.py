@@ -92,3 +92,82 @@ def test_cleaner_widget_in_browser(page, nb_dir, run_all, jupyter, tmp_path, ui)
         try:
             REPORT.mkdir(parents=True, exist_ok=True); shutil.copy(shot, REPORT/shot.name)
         except OSError: pass
+
+
+MULTI_NOTEBOOK = '''
+from pathlib import Path
+from types import SimpleNamespace
+import numpy as np
+import lessonlib.csvdata
+from lessonlib.data import ImageData
+from lessonlib.cleaner_widget import ImageClassifierCleaner
+data = ImageData.from_csv(Path('data').resolve(), 'train', 'labels.csv', val_idxs=[0, 1, 2, 3], suffix='.png')
+y = data.val_ds.y
+# synthetic sigmoid outputs: image 0 is predicted wrong on every tag, so it has the largest loss
+p = np.clip(y * 0.7 + 0.2, 0, 1); p[0] = 1 - y[0] * 0.9 - 0.05
+interp = SimpleNamespace(probs=p, targets=y, classes=data.classes, fnames=data.val_ds.fnames, is_multi=True)
+cleaner = ImageClassifierCleaner(interp, data=data, max_n=4, choices_file=None)
+cleaner
+'''
+PLANET = ['clear road', 'cloudy', 'water clear', 'road water clear', 'cloudy water', 'clear', 'road cloudy']
+
+
+def make_planet(root):
+    (root/'train').mkdir(parents=True)
+    for i in range(len(PLANET)): Image.new('RGB', (28, 28), (30 * i, 120, 200 - 20 * i)).save(root/'train'/f'{i}.png')
+    (root/'labels.csv').write_text('image_name,tags\n' + ''.join(f'{i},{t}\n' for i, t in enumerate(PLANET)))
+
+
+def test_cleaner_edits_a_tag_set_in_jupyterlab(page, nb_dir, run_all, tmp_path):
+    "Multi-label data: on the worst image remove a tag (×), add one from the menu and type one, Apply (CSV on disk), Undo (bytes back)."
+    from playwright.sync_api import expect
+    data = nb_dir/'data'; make_planet(data)
+    csv0 = (data/'labels.csv').read_bytes()
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(MULTI_NOTEBOOK)])
+    nb.metadata = {'kernelspec': {'display_name': 'Python 3', 'language': 'python', 'name': 'python3'}}
+    nbformat.write(nb, nb_dir/'tags.ipynb')
+    shot = tmp_path/'cleaner_tags_browser_lab.png'
+    try:
+        run_all(page, f'{nb_dir.name}/tags.ipynb', 'lab')
+        expect(page.locator('.lessonlib-cleaner')).to_be_visible(timeout=60_000)
+        items = page.locator('.lessonlib-cleaner-item')
+        first = items.nth(0)
+        expect(first.locator('.lessonlib-cleaner-fname')).to_have_text('0.png', timeout=15_000)   # the worst image first
+        expect(first.locator('.lessonlib-cleaner-pred')).to_have_text('pred: cloudy water')
+        tags = first.locator('.lessonlib-cleaner-tags')
+        expect(tags.locator('.jupyter-widget-tag:not(.jupyter-widget-taginput)')).to_have_text(['clear', 'road'])
+        status = page.locator('.lessonlib-cleaner-status')
+        # remove 'road' with its ×
+        tags.locator('.jupyter-widget-tag', has_text='road').locator('.jupyter-widget-tag-close').dispatch_event('mousedown')
+        expect(tags.locator('.jupyter-widget-tag:not(.jupyter-widget-taginput)')).to_have_text(['clear'], timeout=15_000)
+        expect(status).to_contain_text('1 marked (0 delete, 1 tag edit)', timeout=15_000)
+        # add 'water' from the '+ tag' menu, then type 'cloudy' into the tag field and leave it (a typed tag is
+        # committed on the input's change event; headless Chromium does not fire it on Enter in a field with suggestions)
+        first.locator('.lessonlib-cleaner-addtag select').select_option(label='water')
+        expect(tags.locator('.jupyter-widget-tag:not(.jupyter-widget-taginput)')).to_have_text(['clear', 'water'], timeout=15_000)
+        tags.click()
+        box = tags.locator('input.jupyter-widget-taginput')
+        box.press_sequentially('haze'); box.press('Tab')             # not a tag of this dataset: the control refuses it
+        tags.click(); box.fill(''); box.press_sequentially('cloudy'); box.press('Tab')
+        expect(tags.locator('.jupyter-widget-tag:not(.jupyter-widget-taginput)')).to_have_text(['clear', 'cloudy', 'water'], timeout=15_000)   # kept in the order of the tags
+        assert selected(first.locator('.lessonlib-cleaner-addtag select')).replace('\xa0', ' ') == '+ tag'   # the menu is ready again
+        expect(status).to_contain_text('1 marked (0 delete, 1 tag edit)', timeout=15_000)
+        marked = tmp_path/'cleaner_tags_marked.png'
+        page.locator('.lessonlib-cleaner').screenshot(path=str(marked))
+        try: REPORT.mkdir(parents=True, exist_ok=True); shutil.copy(marked, REPORT/marked.name)
+        except OSError: pass
+        assert (data/'labels.csv').read_bytes() == csv0            # marking alone changes nothing on disk
+
+        page.locator('.lessonlib-cleaner-apply').click()
+        expect(status).to_have_text('Applied: 0 moved to the trash, 1 tag set(s) edited', timeout=15_000)
+        lines = (data/'labels.csv').read_text().splitlines()
+        assert lines[1] == '0,clear cloudy water' and lines[2:] == [f'{i},{t}' for i, t in enumerate(PLANET)][1:]
+
+        page.locator('.lessonlib-cleaner-undo').click()
+        expect(status).to_contain_text('Undone: 1 step(s)', timeout=15_000)
+        assert (data/'labels.csv').read_bytes() == csv0            # byte for byte
+    finally:
+        page.screenshot(path=str(shot), full_page=True)
+        try:
+            REPORT.mkdir(parents=True, exist_ok=True); shutil.copy(shot, REPORT/shot.name)
+        except OSError: pass
