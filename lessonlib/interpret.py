@@ -316,7 +316,7 @@ def plot_precision_recall(self: ClassificationInterpretation, thresh=None, figsi
     for k, (what, col) in enumerate([('precision', 'tab:blue'), ('recall', 'tab:purple')]):
         ax.barh(y + (k - 0.5) * h, [counts[n][what] for n in self.classes], height=h, color=col, label=what)
     ax.set_yticks(y, self.classes, fontsize=float(np.clip(300 / max(c, 1), 5, 10))); ax.invert_yaxis()
-    ax.set_xlim(0, 1); ax.set_xlabel('fraction'); ax.legend(loc='lower right', fontsize=8)
+    ax.set_xlim(0, 1); ax.set_xlabel('fraction'); ax.legend(loc='upper left', bbox_to_anchor=(1.01, 1), fontsize=8)
     ax.set_title(f'precision and recall per class at {_thresh_str(self.thresh if thresh is None else thresh)}')
     return fig
 

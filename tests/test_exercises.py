@@ -293,3 +293,11 @@ def test_learner_claims_match_its_signature():
 def test_cleaner_moves_deleted_files_to_a_trash_folder():
     from lessonlib.cleaner import TRASH
     assert TRASH and MODS['cleaner'].q1.check('a', quiet=True)
+
+def test_cleaner_review_order_is_what_the_cleaner_shows():
+    "cleaner.q2 (look at the highest losses first) is the order DatasetCleaner.view gives."
+    from lessonlib.cleaner import DatasetCleaner, CleanItem
+    import lessonlib.suspects   # noqa: F401  DatasetCleaner.view
+    items = [CleanItem(f'a{i}.png', 'train', 'x', loss=l) for i, l in enumerate([0.1, 2.5, 0.7])]
+    assert DatasetCleaner('/nonexistent-root', items, ['x']).view() == ['a1.png', 'a2.png', 'a0.png']
+    assert MODS['cleaner'].q2.check('a', quiet=True) and not MODS['cleaner'].q2.check('c', quiet=True)

@@ -16,29 +16,39 @@ from . import Lesson, Wrong, Malformed, call_fn, typename
 ex = Lesson('cleaner', 'Cleaning the data', '09_cleaner')
 
 # %% ../../nbs/09_cleaner.ipynb #b62ce33e
-q1 = ex.choice('what delete does',
-    "In `ImageClassifierCleaner`, you mark an image 'delete' and call `apply()`. What happens to the file?",
-    {'a': "it is moved to a trash folder inside the dataset root, and `undo()` can put it back",
-     'b': "it is deleted from disk for good",
-     'c': "nothing: the choice is only recorded in a list",
-     'd': "it is moved to the valid folder"},
+q1 = ex.choice('why a trash folder and a journal?',
+    "The cleaner could carry out a 'delete' with one `os.remove(f)`. Instead it first writes the step to a journal, then moves "
+    "the file into a trash folder inside the dataset. What does that buy you?",
+    {'a': "any apply, even one cut short by a crash, can be taken back exactly: a wrong click or a bug never loses an image",
+     'b': "speed: moving a file is faster than deleting it",
+     'c': "the model trains better on data whose deleted images are kept in a trash folder",
+     'd': "nothing a careful person needs: check your choices twice and deleting is just as safe"},
     'a',
-    why="a journal records each move before it happens, so `undo()` restores everything exactly, even after a crash "
-        "halfway: cleaning data should never lose data.",
-    why_not={'b': "lessonlib never unlinks your files: a wrong click must be undoable.",
-             'c': "that was the old cleaner (you had to write the deleting loop yourself); `apply()` carries the choices out, safely.",
-             'd': "moving a bad image into the validation set would spoil your scores; 'delete' moves it to the trash folder."},
-    hints=["Can you undo a delete?"])
+    why="cleaning is done by people clicking through hundreds of images, so mistakes are certain; the journal records each "
+        "step before it happens, so `undo()` knows exactly what was done, even when the kernel died halfway, and the trash "
+        "still holds every byte. Cleaning data should never lose data.",
+    why_not={'b': "speed is not the point (both are instant for one file); the point is that a move can be reversed and a delete cannot.",
+             'c': "training never reads the trash folder: the images there are out of the data. The gain is that the change can be undone.",
+             'd': "people misclick, and programs crash in the middle of a batch of moves; only a record of each step made before it "
+                  "happens lets you put everything back."},
+    hints=["What would you need to take back a wrong delete, or an apply that stopped halfway?"])
 
 # %% ../../nbs/09_cleaner.ipynb #d2b187d1
-q2 = ex.truefalse('the cache after cleaning',
-    "After relabelling and deleting images with the cleaner, you must delete the precompute cache folder by hand.",
-    False,
-    why="the cache key covers the list of files with their sizes and times, so the next `precompute=True` notices "
-        "the change and builds a new cache by itself. A lesson never tells you to `rmtree` anything.",
-    if_wrong="the key of the cache covers the file list (names, sizes, times): after cleaning it no longer matches, "
-             "so lessonlib rebuilds the cache by itself. No manual deleting.",
-    hints=["What does the precompute cache key cover?"])
+q2 = ex.choice('which images first?',
+    "You have time to look at 100 of the 10,000 training images, which hold a few hundred wrong labels. After training a "
+    "model, which 100 should you look at first?",
+    {'a': "the 100 with the highest loss: the model disagrees most with their labels, so wrong labels and junk gather there",
+     'b': "100 chosen at random, to avoid any bias",
+     'c': "the 100 with the lowest loss, where the model is surest",
+     'd': "the 100 newest files"},
+    'a',
+    why="a wrong label is, almost by definition, one a decent model disagrees with: it gives the label a low probability, "
+        "so a high loss. Sorting by loss puts many wrong labels on the first pages, where a random sample of 100 would "
+        "hold only a few. (The next question shows how memorising blunts this, and what to do about it.)",
+    why_not={'b': "with a few hundred wrong labels in 10,000 images, 100 random images hold only a handful of them: most of your time goes to correct ones.",
+             'c': "the model already agrees with those labels; a wrong label is one the model disagrees with, which means a high loss.",
+             'd': "when a file was added says nothing about whether its label is right; the model's loss does."},
+    hints=["What does a high loss say about how the model sees the image's label?"])
 
 # %% ../../nbs/09_cleaner.ipynb #76823868
 q3 = ex.choice('why out-of-fold losses?',
