@@ -391,8 +391,8 @@ def _probs_from_preds(preds, is_multi):
     return preds
 
 @patch_to(ClassificationInterpretation, as_classmethod=True)
-def from_learner(cls, learn, ds='valid', tta=False, n_aug=4):
-    "Interpretation of `learn`'s predictions on `ds` ('valid', 'train', 'test' or a dataset), with TTA if `tta`."
+def from_learner(cls, learn, ds='valid', tta=False, n_aug=4, thresh=0.5):
+    "Interpretation of `learn`'s predictions on `ds` ('valid', 'train', 'test' or a dataset), with TTA if `tta`; multi-label at `thresh`."
     data = learn.data
     if isinstance(ds, str):
         dsets = {'valid': data.val_ds, 'train': data.fix_ds if getattr(data, 'fix_ds', None) is not None else data.trn_ds, 'test': getattr(data, 'test_ds', None)}
@@ -402,4 +402,4 @@ def from_learner(cls, learn, ds='valid', tta=False, n_aug=4):
     else: dset = ds
     preds, y = learn.TTA(n_aug=n_aug, ds=ds) if tta else learn.predict_with_targs(ds)
     is_multi = bool(getattr(data, 'is_multi', False))
-    return cls(_probs_from_preds(preds, is_multi), _np(y), data.classes, ds=dset, is_multi=is_multi)
+    return cls(_probs_from_preds(preds, is_multi), _np(y), data.classes, ds=dset, is_multi=is_multi, thresh=thresh)

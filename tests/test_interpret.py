@@ -325,6 +325,11 @@ def test_from_learner(pngs):
     np.testing.assert_allclose(minterp.probs, torch.sigmoid(logits).numpy(), rtol=1e-5)
     np.testing.assert_array_equal(minterp.multilabel_confusion_matrix(),
                                   sklearn.metrics.multilabel_confusion_matrix(ym, torch.sigmoid(logits).numpy() >= 0.5))
+    t = np.array([0.3, 0.5, 0.7])                                         # fitted per-class thresholds pass through
+    tinterp = ClassificationInterpretation.from_learner(mlearn, thresh=t)
+    np.testing.assert_array_equal(tinterp.preds, torch.sigmoid(logits).numpy() >= t)
+    np.testing.assert_array_equal(tinterp.multilabel_confusion_matrix(),
+                                  sklearn.metrics.multilabel_confusion_matrix(ym, torch.sigmoid(logits).numpy() >= t))
 
 
 def _tiny_cnn():
