@@ -91,7 +91,7 @@ def model_items(learn_or_interp, data=None, root=None):
     multi = any(s[2].ndim == 2 for s in sources)
     if multi and layout != 'csv': raise ValueError('multi-label cleaning edits the labels CSV: pass data= (the ImageData read from it)')
     return data, dict(root=r, items=_items(r, classes, sources), classes=classes, layout=layout, csv_path=csv_path, folder=folder,
-                      tag_delim=' ' if multi else None)
+                      tag_delim=(getattr(data, 'label_delim', None) or ' ') if multi else None)
 
 # %% ../nbs/09a_suspects.ipynb #13ea5124
 @patch
