@@ -79,7 +79,7 @@ def transforms_basic(sz, max_zoom=1.1, max_lighting=0.2):
     return random_zoom(sz, max_zoom) + _lighting(max_lighting)
 
 def transforms_side_on(sz, max_zoom=1.1, max_rotate=10., max_lighting=0.2):
-    "For photos taken from the side (pets, cars, clothes): mirror left-right, tilt by ±`max_rotate`°, zoom, relight."
+    "For photos taken from the side (pets, cars, people): mirror left-right, tilt by ±`max_rotate`°, zoom, relight."
     return [T.RandomHorizontalFlip(), RandomRotateReflect(max_rotate)] + transforms_basic(sz, max_zoom, max_lighting)
 
 def transforms_top_down(sz, max_zoom=1.1, max_lighting=0.2):

@@ -57,7 +57,6 @@ def _pil_ok(aug):
     if isinstance(aug, _CONTAINERS): return all(_pil_ok(t) for t in aug.transforms)
     return type(aug) in _PIL_AUGS or getattr(aug, 'supports_pil', False)
 
-
 # %% ../nbs/01_data.ipynb #8ddc1185
 class ImageTransform:
     "Turn an RGB PIL image into a normalized float tensor (3, sz, sz): resize, augment, scale, normalize."

@@ -256,6 +256,27 @@ def test_lessonlib_open_image_is_a_right_answer():
     from lessonlib.data import open_image
     assert MODS['data'].q1.check(open_image, quiet=True), MODS['data'].q1.last
 
+def test_batch_shape_answer_matches_lessonlibs_loader():
+    "data.q4: the option it accepts is the shape of the last validation batch that lessonlib really gives."
+    from lessonlib.data import ImageData, ImageTransform, get_dataset
+    data = ImageData.from_paths(get_dataset('fashion-sample'), tfms=(ImageTransform(64), ImageTransform(64)), bs=64)
+    *_, (xb, _) = iter(data.val_dl)
+    q = MODS['data'].q4
+    right = [k for k, v in q.data['options'].items() if v == str(tuple(xb.shape))]
+    assert right and q.check(right[0], quiet=True), (tuple(xb.shape), q.last)
+
+def test_validation_split_answer_matches_lessonlibs_checks(tmp_path):
+    "data.q2 says validation must share the classes: from_paths refuses a class with no training folder."
+    from PIL import Image
+    from lessonlib.data import ImageData
+    for split, classes in [('train', ['a']), ('valid', ['a', 'b'])]:
+        for c in classes:
+            (tmp_path/split/c).mkdir(parents=True)
+            Image.new('RGB', (8, 8)).save(tmp_path/split/c/'x.png')
+    with pytest.raises(ValueError, match='never sees in training'): ImageData.from_paths(tmp_path)
+    q = MODS['data'].q2
+    assert q.check('ab', quiet=True) and not q.check('abc', quiet=True) and 'refuses' in q.last.message
+
 def test_lessonlib_create_head_is_a_right_answer():
     from lessonlib.models import create_head
     assert MODS['models'].q1.check(lambda nf, n: create_head(nf, n), quiet=True), MODS['models'].q1.last
@@ -277,6 +298,20 @@ def test_zoom_answer_matches_lessonlibs_random_zoom():
     (crop,) = random_zoom(64, 1.1)
     assert MODS['augment'].q5.check(64 * math.sqrt(crop.scale[0]), quiet=True)
 
+def test_flip_answer_matches_the_bundled_data():
+    "augment.q2 (a horizontal flip makes shoes the validation set never shows): no validation sneaker or ankle boot is closer to its class mean mirrored, while tops are."
+    from PIL import Image
+    from lessonlib.data import get_dataset
+    path = get_dataset('fashion-sample')
+    def closer_mirrored(c):
+        a = np.stack([np.asarray(Image.open(f).convert('L'), np.float32) for f in sorted((path/'valid'/c).glob('*.png'))])
+        m = a.mean(0)
+        return int((((a[:, :, ::-1] - m)**2).sum((1, 2)) < ((a - m)**2).sum((1, 2))).sum())
+    assert closer_mirrored('Sneaker') == closer_mirrored('Ankle-boot') == 0
+    assert closer_mirrored('T-shirt') >= 10
+    q = MODS['augment'].q2
+    assert q.check('ac', quiet=True) and not q.check('c', quiet=True) and '0 of 100' in q.last.message
+
 def test_validation_transform_has_no_augmentation():
     from lessonlib.augment import tfms_from_stats, transforms_side_on
     trn, val = tfms_from_stats(((0.5,) * 3, (0.5,) * 3), 32, aug_tfms=transforms_side_on)
@@ -284,11 +319,55 @@ def test_validation_transform_has_no_augmentation():
     assert MODS['augment'].q4.check(val.is_aug, quiet=True)
 
 def test_learner_claims_match_its_signature():
-    "learner.q1 (BatchNorm frozen by default) and learner.q4 (TTA's n_aug=4 plus the original) read from the signatures."
+    "learner.q1 and q5 (BatchNorm frozen by default) and learner.q4 (TTA's n_aug=4 plus the original) read from the signatures."
     import inspect
     learner = pytest.importorskip('lessonlib.learner')
     assert inspect.signature(learner.ConvLearner.pretrained).parameters['train_bn'].default is False
     assert inspect.signature(learner.ConvLearner.TTA).parameters['n_aug'].default == 4
+    assert MODS['learner'].q4.check('a', quiet=True) and '5 views' in MODS['learner'].q4.last.message
+
+@pytest.fixture(scope='module')
+def tiny_data(tmp_path_factory):
+    "Two classes of random 16x16 photos (6 train, 2 valid each) at sz 32: enough for a learner on a CPU."
+    from PIL import Image
+    from lessonlib.data import ImageData, ImageTransform
+    root, rng = tmp_path_factory.mktemp('tiny'), np.random.default_rng(0)
+    for split, n in [('train', 6), ('valid', 2)]:
+        for c in 'ab':
+            (root/split/c).mkdir(parents=True)
+            for i in range(n): Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(root/split/c/f'{i}.png')
+    return ImageData.from_paths(root, tfms=(ImageTransform(32), ImageTransform(32)), bs=4, num_workers=0)
+
+def test_freezing_answers_match_lessonlibs_learner(tiny_data):
+    "learner.q5: a frozen body gets no gradient (a), no optimizer slot (b), no graph (c), keeps its BatchNorm statistics (d) and weights (e)."
+    import torch
+    from lessonlib.learner import ConvLearner
+    learn = ConvLearner.pretrained('resnet18', tiny_data, pretrained=False)
+    body_ids = {id(p) for p in learn.body.parameters()}
+    opt = learn.make_opt(1e-2)
+    assert not any(id(p) in body_ids for g in opt.param_groups for p in g['params'])                 # (b)
+    before = {k: v.clone() for k, v in learn.body.state_dict().items()}
+    graph = []
+    hook = learn.body[-1].register_forward_hook(           # the body's last layer: its output feeds the head
+        lambda m, i, out: graph.append(out.requires_grad))
+    xb, yb = next(iter(learn.train_batches()))
+    learn.loss_batch(xb, yb, opt); hook.remove()
+    assert graph == [False]                                                                           # (c)
+    assert all(p.grad is None for p in learn.body.parameters())                                      # (a)
+    assert all(torch.equal(before[k], v) for k, v in learn.body.state_dict().items())                # (d), (e)
+    assert MODS['learner'].q5.check('abc', quiet=True) and not MODS['learner'].q5.check('abcd', quiet=True)
+
+def test_precompute_answers_match_lessonlibs_learner(tiny_data, tmp_path):
+    "precompute.q3: lessonlib refuses precompute with a training body (c, d); predictions from the cache match the images' (b)."
+    import lessonlib.precompute   # noqa: F401  teaches the learner precompute=True
+    from lessonlib.learner import ConvLearner
+    with pytest.raises(ValueError, match='train_bn'):
+        ConvLearner.pretrained('resnet18', tiny_data, pretrained=False, train_bn=True, precompute=True, cache_dir=tmp_path)
+    learn = ConvLearner.pretrained('resnet18', tiny_data, pretrained=False, precompute=True, cache_dir=tmp_path)
+    with pytest.raises(ValueError, match='precompute'): learn.freeze_to(1)
+    cached = learn.predict(); learn.precompute = False
+    np.testing.assert_allclose(np.exp(cached), np.exp(learn.predict()), atol=2e-2)
+    assert MODS['precompute'].q3.check('ab', quiet=True) and not MODS['precompute'].q3.check('abc', quiet=True)
 
 def test_cleaner_moves_deleted_files_to_a_trash_folder():
     from lessonlib.cleaner import TRASH

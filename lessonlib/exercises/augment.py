@@ -28,16 +28,20 @@ q1 = ex.choice('a preset for satellite images',
     hints=["Would an upside-down satellite image look unusual?"])
 
 # %% ../../nbs/07_augment.ipynb #a5cc7296
-q2 = ex.choice('an augmentation that hurts',
-    "For Fashion-MNIST (photos of clothes, always upright), which augmentation makes the training images *less* like the test images?",
+q2 = ex.choice('augmentations the validation set never shows',
+    "In the Fashion-MNIST sample, clothes are photographed flat and upright, and every shoe points its toe to the left "
+    "(the lesson measured it). Which augmentations make training images that the validation set never contains?",
     {'a': "horizontal flip", 'b': "small rotation (±10°)", 'c': "vertical flip", 'd': "zoom up to 1.1×"},
-    'c',
-    why="no test image shows an upside-down shirt; vertical flips teach the model about images it will never see, "
-        "and can confuse classes (a flipped sandal vs an ankle boot).",
-    why_not={'a': "a mirrored shirt is still a realistic shirt: horizontal flips help here.",
-             'b': "photos are rarely perfectly straight; small rotations are realistic.",
-             'd': "a slightly closer crop is realistic and teaches the model about size changes."},
-    hints=["Which of these produces images that never occur in the test set?"])
+    {'a', 'c'},
+    why="a vertical flip shows upside-down clothes, and a horizontal flip shows shoes pointing right: the validation "
+        "set has neither. (For tops, trousers and bags a horizontal flip is realistic; for the three shoe classes it is not.)",
+    why_not={'b': "photos are rarely perfectly straight; a small rotation gives a realistic image.",
+             'd': "a slightly closer crop is realistic: the validation images vary a little in size and position too."},
+    missed={'a': "a mirrored sneaker points its toe to the right, and not one validation shoe does: 0 of 100 sneakers "
+                 "and 0 of 100 ankle boots are closer to their class mean when mirrored.",
+            'c': "no validation image shows an upside-down shirt or shoe."},
+    hints=["Look at the lesson's count of images that are closer to their class mean when mirrored.",
+           "More than one option is right."])
 
 # %% ../../nbs/07_augment.ipynb #1136ece0
 def _chk_hflip(fn):
@@ -91,11 +95,13 @@ q4 = ex.truefalse('randomness at validation time',
 
 # %% ../../nbs/07_augment.ipynb #f16e41ba
 q5 = ex.number('what a zoom crops',
-    "A zoom of 1.1× on a 64×64 image shows a smaller central region, stretched back to 64×64. How many original "
-    "pixels wide is that region (one decimal)?",
+    "`random_zoom(64, max_zoom=1.1)` crops a square at a random position and stretches it back to 64×64. At its "
+    "strongest zoom (1.1×), how many original pixels wide is that square (one decimal)?",
     58.2, abs_tol=0.06,
-    why="zooming in by 1.1× shows 1/1.1 of the width: 64 / 1.1 ≈ 58.2 pixels, stretched back to 64.",
+    why="zooming in by 1.1× shows 1/1.1 of the width: 64 / 1.1 ≈ 58.2 pixels, stretched back to 64. Where the square "
+        "sits is random, so it can cut off any edge, not only the border all round.",
     traps=[(70.4, "zooming *in* shows a smaller region: divide by 1.1 (64 / 1.1), don't multiply."),
            (64, "the output is 64 wide, but it shows a smaller region of the original, stretched."),
-           (57.6, "64 × 0.9 takes away 10%; a 1.1× zoom shows 1/1.1 of the width: 64 / 1.1.")],
+           (57.6, "64 × 0.9 takes away 10%; a 1.1× zoom shows 1/1.1 of the width: 64 / 1.1."),
+           (52.9, "that is 64 / 1.1², as if the *side* shrank by 1.1²; the *area* shrinks by 1.1², the side by 1.1.")],
     hints=["Zoom 2× would show half the width."])

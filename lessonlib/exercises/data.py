@@ -73,14 +73,24 @@ q1 = ex.code('open any image as RGB',
                (lambda: None, 'TypeError'), (lambda p: Image.open(str(p) + '.missing'), 'FileNotFoundError')])
 
 # %% ../../nbs/01_data.ipynb #aa581209
-q2 = ex.number('batches in the validation set',
-    "The sample's validation set has 1,000 images. With `bs=64`, how many mini-batches does `data.val_dl` give per pass?",
-    16, kind='count',
-    why="1000 / 64 = 15.6, and the last, partial batch of 40 images still counts: 16 batches.",
-    traps=[(15, "that leaves out the last, partial batch of 40 images; the validation loader keeps it, or 40 images would never be scored."),
-           (64, "64 is the batch size, the number of images *in* each batch."),
-           (1000, "1000 is the number of images; batches hold 64 each.")],
-    hints=["Divide, then think about the 40 images left over."])
+q2 = ex.choice('what a validation set must not share',
+    "A validation set should tell you how the model does on photos it has never seen. Which of these must the "
+    "validation set *not* share with the training set?",
+    {'a': "the same image files",
+     'b': "near-copies of training photos: the same object shot twice in a row, or the same photo resized",
+     'c': "the classes",
+     'd': "the image size `sz` and the normalization"},
+    {'a', 'b'},
+    why="an image the model trained on (or a near-copy of it) can be recognised from memory, so it measures "
+        "memorising, not generalising; the score comes out too good. Classes, size and normalization must be the *same*.",
+    why_not={'c': "the classes must be shared: a model cannot be scored on a class it never trained on "
+                  "(`from_paths` refuses a class that has a validation folder but no training folder).",
+             'd': "the validation images must be resized and normalized exactly like the training images (only "
+                  "augmentation is left out), or the network sees numbers on another scale."},
+    missed={'a': "a file in both sets is scored from memory: the validation score is too good.",
+            'b': "a near-copy (the next frame, a resized copy) is almost the same input: the model recognises it "
+                 "from training, and the score is too good. Split by object or by session, not by photo."},
+    hints=["Which of these would let the model answer from memory?", "More than one option is right."])
 
 # %% ../../nbs/01_data.ipynb #13e19601
 def _chk_split(fn):
@@ -125,16 +135,18 @@ q3 = ex.code('a random validation split',
                (lambda n, pct, seed: np.linspace(0.5, 1.5, int(n * pct)), 'non-integer')])
 
 # %% ../../nbs/01_data.ipynb #7c826a6e
-q4 = ex.choice('the folder layout',
-    "`ImageData.from_paths(path)` reads an ImageNet-style folder tree. Which file is a *training* image of class `Coat`?",
-    {'a': "`path/train/Coat/0042.png`", 'b': "`path/Coat/train/0042.png`",
-     'c': "`path/train/0042.png`, with `Coat` in `path/labels.csv`", 'd': "`path/images/Coat_0042.png`"},
-    'a',
-    why="the split comes first (`train/`, `valid/`), then one folder per class named after it: the folder *is* the label.",
-    why_not={'b': "the split comes first and the class second: `train/Coat/`, not `Coat/train/`.",
-             'c': "that is the CSV layout: it is read by `ImageData.from_csv`, not `from_paths`.",
-             'd': "a label hidden in a file name is not a layout `from_paths` reads: it wants one folder per class."},
-    hints=["Look at the tree that `get_dataset('fashion-sample')` writes."])
+q4 = ex.choice('predict the shape of a batch',
+    "The sample's validation set has 1,000 grey 28×28 images. `ImageData.from_paths(path, tfms=(ImageTransform(64), "
+    "ImageTransform(64)), bs=64)`: what is the shape of the *last* image batch `x` that `data.val_dl` gives?",
+    {'a': "(64, 3, 64, 64)", 'b': "(40, 3, 64, 64)", 'c': "(40, 64, 64, 3)", 'd': "(40, 1, 28, 28)", 'e': "(40, 3, 28, 28)"},
+    'b',
+    why="1,000 = 15 × 64 + 40, and the validation loader keeps the last, partial batch; each image is resized to "
+        "64 × 64 and comes out channels first, with 3 channels (a grey image is repeated, as a pretrained network wants RGB).",
+    why_not={'a': "1,000 is not a multiple of 64: 15 full batches hold 960 images, and the last batch holds the other 40.",
+             'c': "PyTorch puts the channels first: (batch, channels, height, width).",
+             'd': "the transform resizes to `sz` = 64, and the batch has 3 channels, the RGB a pretrained network expects.",
+             'e': "the transform resizes every image to `sz` × `sz` = 64 × 64 before batching."},
+    hints=["How many images are left after 15 batches of 64?", "Batches are (batch, channels, height, width)."])
 
 # %% ../../nbs/01_data.ipynb #ecdbbd27
 q5 = ex.number('undo a normalization',

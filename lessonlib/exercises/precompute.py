@@ -51,19 +51,28 @@ q2 = ex.truefalse('augmentation with precompute',
     hints=["When are the cached activations computed, and how often?"])
 
 # %% ../../nbs/04_precompute.ipynb #fe11c41c
-q3 = ex.choice('unfreeze with precompute on',
-    "Your learner has `precompute=True`. You call `learn.unfreeze()`. What happens?",
-    {'a': "a clear error: set `learn.precompute = False` first",
-     'b': "the body trains, and the cache is updated as it goes",
-     'c': "only the head trains, silently",
-     'd': "the cache is deleted and rebuilt"},
-    'a',
-    why="a cache of activations only makes sense while the body is frozen: the body must run on images to be "
-        "trained. lessonlib says so rather than silently training only the head.",
-    why_not={'b': "updating the cache would mean running the body on every image each step, exactly what precompute avoids.",
-             'c': "that was the old trap: the body looked unfrozen but never trained. lessonlib refuses instead.",
-             'd': "a rebuilt cache would be stale after the first step of body training; there is no point."},
-    hints=["Can a body that is being trained have its outputs cached?"])
+q3 = ex.choice('when can the head train on the cache?',
+    "The cache holds the frozen body's output for each training image, computed once. Which of these can run on "
+    "those cached activations without changing the result?",
+    {'a': "training the new head while the body is frozen",
+     'b': "predicting the validation set with the frozen model",
+     'c': "fine-tuning the late body after `freeze_to(1)`",
+     'd': "training the head with `train_bn=True` (the body's BatchNorm layers train)",
+     'e': "training with a new random augmentation of every image in every epoch"},
+    {'a', 'b'},
+    why="the cache is valid while the body's output for each image stays the same: a frozen body in eval mode, run on "
+        "the same (un-augmented) images. Training the head and predicting with the frozen model both qualify.",
+    why_not={'c': "the late body's weights change at every step, so its outputs change: yesterday's cache belongs to a "
+                  "network that no longer exists.",
+             'd': "BatchNorm layers that train change the body's output at every step (and in training mode they "
+                  "use each batch's statistics), so cached outputs go stale.",
+             'e': "a new augmentation is a new image, with new activations; a cache computed once cannot hold them "
+                  "(`precompute_augs=K` caches K fixed views: a compromise, not fresh ones)."},
+    missed={'a': "that is what precompute is for: the frozen body gives the same features every epoch.",
+            'b': "the frozen body in eval mode gives each validation image the same features every time: predicting "
+                 "from the cache gives the same answers."},
+    hints=["Ask of each: does the body's output for an image stay the same from one epoch to the next?",
+           "More than one option is right."])
 
 # %% ../../nbs/04_precompute.ipynb #5145c226
 q4 = ex.number('size of the cache',
