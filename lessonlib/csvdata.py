@@ -78,6 +78,10 @@ def from_csv(cls, path, folder, csv_fname, val_idxs=None, suffix='.png', tfms=No
     img_dir = path/folder
     if not img_dir.is_dir(): raise FileNotFoundError(f'folder={folder!r}: there is no folder {img_dir}')
     rows = _read_labels(csv_path, label_col, label_delim)
+    is_multi = bool(multi) if multi is not None else label_delim is not None and any(len(l) > 1 for _, _, l in rows)
+    empty = [(ln, id_) for ln, id_, l in rows if not l]
+    if empty and not is_multi: raise ValueError(f'{csv_path} line {empty[0][0]}: empty label for id {empty[0][1]!r} ({len(empty)} such '
+                                               'line(s)); for multi-label data, where no tags is allowed, pass multi=True')
     root, fnames, missing = img_dir.resolve(), [], []
     for ln, id_, _ in rows:
         f = img_dir/f'{id_}{suffix}'
@@ -87,10 +91,6 @@ def from_csv(cls, path, folder, csv_fname, val_idxs=None, suffix='.png', tfms=No
         fnames.append(f)
     if missing: raise FileNotFoundError(f'{csv_path}: {len(missing)} image(s) listed but not found, e.g. '
                                         + '; '.join(missing[:5]) + (f' (is suffix={suffix!r} right?)'))
-    is_multi = bool(multi) if multi is not None else label_delim is not None and any(len(l) > 1 for _, _, l in rows)
-    empty = [(ln, id_) for ln, id_, l in rows if not l]
-    if empty and not is_multi: raise ValueError(f'{csv_path} line {empty[0][0]}: empty label for id {empty[0][1]!r} ({len(empty)} such '
-                                               'line(s)); for multi-label data, where no tags is allowed, pass multi=True')
     classes = sorted({c for _, _, l in rows for c in l})
     if is_multi:
         y = np.zeros((len(rows), len(classes)), np.float32)
