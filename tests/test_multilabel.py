@@ -140,3 +140,13 @@ def test_export_without_thresholds_and_bad_thresholds(root, tmp_path):
 def test_fit_thresholds_refuses_single_label(root, tmp_path):
     learn = ConvLearner.pretrained(TINY, get_data(root), pretrained=False, models_dir=tmp_path / 'm')
     with pytest.raises(ValueError, match='multi-label'): learn.fit_thresholds()
+
+
+def test_plots_leave_no_figure_in_pyplot():
+    "As tests/test_figures.py asks of every plot: the Figure is returned, pyplot keeps none (Jupyter shows it once)."
+    import matplotlib.pyplot as plt
+    from lessonlib.exercises import multilabel as ex
+    plt.close('all')
+    p, t = _problem(3)
+    for fig in (plot_fbeta_thresholds(p, t), ex.q2.plot()):
+        assert isinstance(fig, matplotlib.figure.Figure) and plt.get_fignums() == []
