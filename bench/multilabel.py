@@ -12,7 +12,7 @@ unfreezing on the images themselves: far slower on a CPU) and reports its metric
 Goals (issue 19): F2 >= 0.90 on valid, fitted >= 0.5 on every seed 0-4, whole recipe <= 5 minutes on 2 cores.
 Prints JSON. Usage: python bench/multilabel.py [--seeds 0 1 2 3 4] [--n 6000] [--sz-small 32] [--sz 64] [--epochs 3]
 """
-import argparse, json, os, sys, tempfile, time
+import argparse, contextlib, json, os, sys, tempfile, time
 from pathlib import Path
 os.environ.setdefault('LESSONLIB_QUIET', '1')
 import numpy as np
@@ -82,7 +82,8 @@ def main(argv=None):
     out = {'arch': ARCH, 'n_images': a.n, 'sz_small': a.sz_small, 'sz': a.sz, 'epochs': a.epochs, 'device': str(default_device()),
            'torch_threads': torch.get_num_threads(), 'loadavg_1min_start': round(os.getloadavg()[0], 2), 'runs': []}
     for s in a.seeds:
-        r = full_recipe(path, s, work/f'run{s}') if a.full_recipe else one_seed(path, csv, s, a.sz_small, a.sz, a.epochs, work/f'cache{s}')   # a cache per seed: each pays its precompute
+        with contextlib.redirect_stdout(sys.stderr):   # epoch tables go to stderr: stdout is the JSON alone
+            r = full_recipe(path, s, work/f'run{s}') if a.full_recipe else one_seed(path, csv, s, a.sz_small, a.sz, a.epochs, work/f'cache{s}')   # a cache per seed: each pays its precompute
         out['runs'].append(r); print(json.dumps(r), file=sys.stderr, flush=True)
     key = 'tta_f2_cross_fitted' if a.full_recipe else 'f2_fitted_cross'
     half = 'tta_f2_at_0.5' if a.full_recipe else 'f2_at_0.5'
