@@ -23,6 +23,7 @@ MIN_MARGIN = 0.03
 # name -> how to run it; each runs its checks once per (seed, threads)
 EXPERIMENTS = {                                         # longest first, so that the pool ends together
     '12_lesson2': ('nb', '12_lesson2.ipynb'),
+    '13_multilabel': ('nb', '13_multilabel.ipynb'),
     'index': ('nb', 'index.ipynb'),
     '03_learner': ('nb', '03_learner.ipynb'),
     '06_lr_find': ('nb', '06_lr_find.ipynb'),
@@ -34,7 +35,8 @@ EXPERIMENTS = {                                         # longest first, so that
 COMPARISONS = {'fall of the loss over five steps on one batch', 'CSV data: 64 px minus 32 px',
                'step 2: bottom of the curve / lr', 'step 2: fall of the smoothed loss just before lr',
                'step 2: lr / valley', 'step 2: 3 x minimum / lr', 'step 7: bottom of the curve / lr',
-               'step 7: fall of the smoothed loss just before lr', 'TTA minus step 8'}
+               'step 7: fall of the smoothed loss just before lr', 'TTA minus step 8',
+               'multilabel: F2 with cross-fitted thresholds minus F2 at 0.5'}
 
 RUN_NB = '''import sys
 from pathlib import Path

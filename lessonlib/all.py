@@ -24,8 +24,9 @@ from .journal import *
 from .cleaner import *
 from .suspects import *
 from .cleaner_widget import *
+from .multilabel import *
 from . import (core, external, data, csvdata, fastload, models, learner, export, cache_store, precompute,
-                       schedules, lr_find, augment, interpret, journal, cleaner, suspects, cleaner_widget)
+                       schedules, lr_find, augment, interpret, journal, cleaner, suspects, cleaner_widget, multilabel)
 __all__ = list(dict.fromkeys(n for m in (core, external, data, csvdata, fastload, models, learner, export, cache_store,
                                          precompute, schedules, lr_find, augment, interpret, journal, cleaner, suspects,
-                                         cleaner_widget) for n in m.__all__))   # so that `import *` of this module passes them on
+                                         cleaner_widget, multilabel) for n in m.__all__))   # so that `import *` of this module passes them on

@@ -40,7 +40,7 @@ def _read_labels(csv_path, label_col=None, label_delim=' '):
     if label_col is not None and label_col not in header[1:]:
         raise ValueError(f'label_col={label_col!r}: unknown column in {csv_path}; its columns are {header}')
     li = 1 if label_col is None else header.index(label_col)
-    rows, seen = [], {}
+    rows, seen, spelled = [], {}, {}
     for ln, row in enumerate(lines[1:], start=2):
         if not any(c.strip() for c in row): continue
         if len(row) != len(header):
@@ -49,8 +49,11 @@ def _read_labels(csv_path, label_col=None, label_delim=' '):
         if not id_: raise ValueError(f'{csv_path} line {ln}: empty id')
         if id_ in seen: raise ValueError(f'{csv_path} line {ln}: duplicate id {id_!r} (first on line {seen[id_]})')
         labels = lab.split(label_delim) if label_delim else [lab]
-        labels = [l for l in labels if l]
-        if not labels: raise ValueError(f'{csv_path} line {ln}: empty label for id {id_!r}')
+        labels = list(dict.fromkeys(l for l in labels if l))       # empty: "no tags", allowed for multi-label data only
+        for l in labels:
+            first = spelled.setdefault(l.lower(), (l, ln))
+            if first[0] != l: raise ValueError(f'{csv_path} line {ln}: label {l!r} differs only by case from {first[0]!r} '
+                                               f'(line {first[1]}): write each label one way, or they become two classes')
         seen[id_] = ln; rows.append((ln, id_, labels))
     if not rows: raise ValueError(f'{csv_path}: no labelled rows after the header')
     return rows
@@ -68,13 +71,17 @@ def _check_val_idxs(val_idxs, n):
 
 @patch_to(ImageData, as_classmethod=True)
 def from_csv(cls, path, folder, csv_fname, val_idxs=None, suffix='.png', tfms=None, bs=64, test_name=None,
-             num_workers=None, label_col=None, label_delim=' '):
-    "Data from the CSV layout: images `path/folder/<id><suffix>`, labels in `csv_fname` (columns id, label)."
+             num_workers=None, label_col=None, label_delim=' ', multi=None):
+    "Data from the CSV layout: images `path/folder/<id><suffix>`, labels in `csv_fname` (columns id, label); `multi`: None detects multi-label."
     path, (trn_tfm, val_tfm) = dataset_root(path), default_tfms(tfms)
     csv_path = Path(csv_fname) if Path(csv_fname).is_absolute() or not (path/csv_fname).exists() else path/csv_fname
     img_dir = path/folder
     if not img_dir.is_dir(): raise FileNotFoundError(f'folder={folder!r}: there is no folder {img_dir}')
     rows = _read_labels(csv_path, label_col, label_delim)
+    is_multi = bool(multi) if multi is not None else label_delim is not None and any(len(l) > 1 for _, _, l in rows)
+    empty = [(ln, id_) for ln, id_, l in rows if not l]
+    if empty and not is_multi: raise ValueError(f'{csv_path} line {empty[0][0]}: empty label for id {empty[0][1]!r} ({len(empty)} such '
+                                               'line(s)); for multi-label data, where no tags is allowed, pass multi=True')
     root, fnames, missing = img_dir.resolve(), [], []
     for ln, id_, _ in rows:
         f = img_dir/f'{id_}{suffix}'
@@ -84,7 +91,6 @@ def from_csv(cls, path, folder, csv_fname, val_idxs=None, suffix='.png', tfms=No
         fnames.append(f)
     if missing: raise FileNotFoundError(f'{csv_path}: {len(missing)} image(s) listed but not found, e.g. '
                                         + '; '.join(missing[:5]) + (f' (is suffix={suffix!r} right?)'))
-    is_multi = label_delim is not None and any(len(l) > 1 for _, _, l in rows)
     classes = sorted({c for _, _, l in rows for c in l})
     if is_multi:
         y = np.zeros((len(rows), len(classes)), np.float32)

@@ -94,13 +94,13 @@ EXPORT_FORMAT, EXPORT_VERSION = 'lessonlib-export', 1
 @patch
 def export(self:ConvLearner, fname='export.safetensors'):
     "Write weights plus everything needed to predict (arch, classes, size, normalisation, head) to one file."
-    tfm = self.data.tfms[1]
+    tfm, th = self.data.tfms[1], getattr(self, 'thresholds', None)   # multi-label: per-class thresholds, if fitted (lesson 13)
     sd = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
     meta = {'format': EXPORT_FORMAT, 'format_version': EXPORT_VERSION, 'lessonlib_version': lessonlib.__version__,
             'torch_version': torch.__version__, 'arch': self.arch.name, 'classes': json.dumps(list(self.data.classes)),
             'is_multi': json.dumps(self.is_multi), 'sz': int(tfm.sz), 'mean': json.dumps([float(v) for v in tfm.mean]),
             'std': json.dumps([float(v) for v in tfm.std]), 'head': json.dumps(self.head_config),
-            'weights_sha256': tensor_digest(sd)}
+            'weights_sha256': tensor_digest(sd), 'thresholds': json.dumps(None if th is None else [float(v) for v in th])}
     return _save_tensors(self._weights_path(fname), sd, meta)
 
 # %% ../nbs/03a_export.ipynb #69fd1215
@@ -174,6 +174,9 @@ def load_model(fname, device=None):
     for k, v in (('mean', mean), ('std', std)):
         if not (isinstance(v, list) and len(v) == 3 and all(isinstance(x, (int, float)) for x in v)):
             raise ValueError(f'{fname}: {k!r} must be 3 numbers, got {v!r}')
+    th = _meta_json(meta, 'thresholds', fname) if 'thresholds' in meta else None   # older exports: 0.5 for every class
+    if th is not None and not (isinstance(th, list) and len(th) == len(classes) and all(isinstance(v, (int, float)) and 0 <= v <= 1 for v in th)):
+        raise ValueError(f'{fname}: "thresholds" must be {len(classes)} numbers in [0, 1], one per class, got {th!r}')
     if not (isinstance(head, dict) and set(head) <= {'ps', 'xtra_fc', 'concat_pool'}):
         raise ValueError(f'{fname}: unexpected head settings {head!r}')
     if meta.get('arch') not in model_meta:
@@ -185,4 +188,5 @@ def load_model(fname, device=None):
     try: model.load_state_dict(tensors)
     except RuntimeError as e:
         raise ValueError(f"{fname}: the weights do not fit {meta['arch']} with {len(classes)} classes: {str(e)[:300]}") from None
-    return Predictor(model, classes, sz, mean, std, is_multi=bool(is_multi), arch=meta['arch'], device=device)
+    return Predictor(model, classes, sz, mean, std, is_multi=bool(is_multi), arch=meta['arch'], device=device,
+                     thresh=0.5 if th is None else np.array(th))

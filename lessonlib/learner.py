@@ -431,30 +431,30 @@ def fit(self:ConvLearner, lrs, n_cycle, cycle_len=None, cycle_mult=1, wds=None):
 
 # %% ../nbs/03_learner.ipynb #b5666efd
 @patch
-def _log_probs(self:ConvLearner, logits):
-    return F.logsigmoid(logits) if self.is_multi else F.log_softmax(logits, dim=-1)
-
+def _log_probs(self:ConvLearner, logits): return torch.sigmoid(logits) if self.is_multi else F.log_softmax(logits, dim=-1)
+@patch
+def _probs(self:ConvLearner, logits): return torch.sigmoid(logits) if self.is_multi else F.softmax(logits, dim=-1)
 @patch
 def predict_with_targs(self:ConvLearner, ds='valid'):
-    "Log-probabilities and targets (numpy) for the dataset `ds` ('valid', 'train', 'test' or a dataset)."
+    "Log-probabilities (multi-label: probabilities) and targets (numpy) for `ds` ('valid', 'train', 'test' or a dataset)."
     logits, y = self._get_outputs(ds)
     return self._log_probs(logits).numpy(), y.numpy()
 
 @patch
 def predict(self:ConvLearner, ds='valid'):
-    "Log-probabilities (numpy, one row per image) for the dataset `ds`."
+    "Log-probabilities (multi-label: probabilities; numpy, one row per image) for the dataset `ds`."
     return self.predict_with_targs(ds)[0]
 
 @patch
 def TTA(self:ConvLearner, n_aug=4, ds='valid'):
-    "Test-time augmentation: `(log_preds, y)` from the mean probabilities of the original and `n_aug` augmented views."
+    "Test-time augmentation: `(log_preds, y)` (multi-label: `(probs, y)`) from the mean probabilities of the original and `n_aug` augmented views."
     n_aug = whole_number(n_aug, 'n_aug')
     dset = self._get_ds(ds)
     trn_tfm = self.data.tfms[0]
     if n_aug and not getattr(trn_tfm, 'is_aug', True):
         warnings.warn('TTA: the training transform has no augmentation, so every view is the same image', stacklevel=user_stacklevel())
     logits, y = self._get_outputs(dset, desc='TTA original')
-    probs = self._log_probs(logits).exp()
-    aug_ds = dset.with_tfm(trn_tfm)
-    for i in range(n_aug): probs += self._log_probs(self._get_outputs(aug_ds, desc=f'TTA view {i + 1}')[0]).exp()
-    return (probs / (n_aug + 1)).log().numpy(), y.numpy()
+    probs, aug_ds = self._probs(logits), dset.with_tfm(trn_tfm)
+    for i in range(n_aug): probs += self._probs(self._get_outputs(aug_ds, desc=f'TTA view {i + 1}')[0])
+    probs /= n_aug + 1
+    return (probs if self.is_multi else probs.log()).numpy(), y.numpy()

@@ -35,7 +35,8 @@ def _sources(obj, data=None):
         out = []
         for split, ds in (('train', data.fix_ds), ('valid', data.val_ds)):
             log_preds, y = obj.predict_with_targs(split)
-            probs = np.exp(np.asarray(log_preds, np.float64))       # log-softmax, or log-sigmoid for multi-label
+            log_preds = np.asarray(log_preds, np.float64)   # log-softmax; multi-label: already sigmoid probabilities
+            probs = log_preds if data.is_multi else np.exp(log_preds)
             out.append((split, probs, np.asarray(y), list(ds.fnames), _probs_losses(probs, y), 0.5))
         return data, list(data.classes), out
     interps = obj if isinstance(obj, dict) else {None: obj}

@@ -19,6 +19,7 @@ from .learner import ConvLearner
 import lessonlib.export, lessonlib.schedules, lessonlib.lr_find   # learn.export(), fit(cycle_len=...), learn.lr_find()
 from .precompute import PrecomputeAugWarning
 from .interpret import ClassificationInterpretation
+from .multilabel import fbeta, opt_thresholds, fbeta_cross_fit, plot_fbeta_thresholds
 
 # %% ../nbs/11_train.ipynb #8164aaa3
 def _save(fig, path):
@@ -31,6 +32,19 @@ def _accuracy(learn):
     log_preds, y = learn.predict_with_targs('valid')
     return float((np.argmax(log_preds, 1) == y).mean())
 
+def _score(learn):
+    "The validation figure a recipe step records: `('valid_f2', F2 at 0.5)` for multi-label data, else `('valid_accuracy', accuracy)`."
+    if not learn.is_multi: return 'valid_accuracy', _accuracy(learn)
+    return 'valid_f2', fbeta(*learn.predict_with_targs('valid'))
+
+def _multi_results(learn, probs, y, steps, out):
+    "Multi-label figures for `metrics.json`: F2 at 0.5, at per-class thresholds fitted on validation (kept in the export), and cross-fitted."
+    th = learn.thresholds = opt_thresholds(probs, y, beta=2)
+    _save(plot_fbeta_thresholds(probs, y, 2, th), out/'f2_thresholds.png')
+    return {'valid_f2': steps.rows[-2]['valid_f2'], 'tta_f2_at_0.5': round(fbeta(probs, y), 4),
+            'tta_f2_fitted': round(fbeta(probs, y, thresh=th), 4), 'tta_f2_cross_fitted': round(fbeta_cross_fit(probs, y), 4),
+            'thresholds': {str(c): float(t) for c, t in zip(learn.data.classes, th)}}
+
 # %% ../nbs/11_train.ipynb #d3a82951
 class Steps:
     "Time each recipe step and record its accuracy for `metrics.json`."
@@ -38,7 +52,7 @@ class Steps:
     def __call__(self, name, fn, learn=None):
         t0 = time.time(); out = fn()
         row = {'step': name, 'seconds': round(time.time() - t0, 2)}
-        if learn is not None: row['valid_accuracy'] = round(_accuracy(learn), 4)
+        if learn is not None: k, v = _score(learn); row[k] = round(v, 4)
         self.rows.append(row); self.log(f"[{len(self.rows)}] {name}: " + ', '.join(f'{k}={v}' for k, v in row.items() if k != 'step'))
         return out
 
@@ -62,7 +76,7 @@ def blowup_lr(lrs, losses, factor=1.5):
 
 # %% ../nbs/11_train.ipynb #8fc3b782
 def run_recipe(path=None, csv=None, arch='efficientnet_lite0', sz=64, bs=64, out='runs/train', full=False,
-               head_epochs=2, aug_epochs=2, n_cycle=2, seed=42, bn_freeze=None, log=print):
+               head_epochs=2, aug_epochs=2, n_cycle=2, seed=42, bn_freeze=None, multi=None, log=print):
     "Run the 8-step recipe on a folder of images (default: the bundled sample) and write its outputs to `out`."
     t_start, out = time.time(), Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -71,7 +85,7 @@ def run_recipe(path=None, csv=None, arch='efficientnet_lite0', sz=64, bs=64, out
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f'no such dataset folder: {path}')
     tfms = tfms_from_model(arch, sz, aug_tfms=transforms_side_on, max_zoom=1.1)
-    if csv: data = ImageData.from_csv(path, 'train', path/csv, tfms=tfms, bs=bs)
+    if csv: data = ImageData.from_csv(path, 'train', path/csv, tfms=tfms, bs=bs, multi=multi)
     else:   data = ImageData.from_paths(path, tfms=tfms, bs=bs)
     log(f'{len(data.trn_ds)} training and {len(data.val_ds)} validation images, {data.c} classes: {", ".join(map(str, data.classes))}')
     _save(show_augs(0, tfms, ds=data.trn_ds, seed=seed), out/'augmentations.png')
@@ -101,20 +115,23 @@ def run_recipe(path=None, csv=None, arch='efficientnet_lite0', sz=64, bs=64, out
     steps('8 unfrozen, cycle_mult=2', lambda: learn.fit(lrs, n_cycle, cycle_len=1, cycle_mult=2), learn)
     _save(learn.sched.plot_lr(), out/'schedule.png')
     _save(learn.sched.plot_loss(), out/'loss.png')
-    log_preds, y = steps('TTA', lambda: learn.TTA())
-    tta_acc = float((np.argmax(log_preds, 1) == y).mean())
-    interp = ClassificationInterpretation.from_learner(learn)
-    _save(interp.plot_confusion_matrix(), out/'confusion.png')
-    _save(interp.plot_top_losses(9), out/'top_losses.png')
+    preds, y = steps('TTA', lambda: learn.TTA())
+    if data.is_multi: res = _multi_results(learn, preds, y, steps, out)
+    else:
+        interp = ClassificationInterpretation.from_learner(learn)
+        _save(interp.plot_confusion_matrix(), out/'confusion.png')
+        _save(interp.plot_top_losses(9), out/'top_losses.png')
+        res = {'valid_accuracy': steps.rows[-2]['valid_accuracy'], 'tta_accuracy': round(float((np.argmax(preds, 1) == y).mean()), 4),
+               'most_confused': [list(map(str, r[:2])) + [int(r[2])] for r in interp.most_confused()[:5]]}
     learn.export(out/'model.safetensors')
     metrics = {'dataset': str(path), 'arch': arch, 'sz': sz, 'bs': bs, 'classes': [str(c) for c in data.classes],
                'n_train': len(data.trn_ds), 'n_valid': len(data.val_ds), 'lr': lr, 'lrs_unfrozen': lrs.tolist(),
                'bn_frozen': bool(bn_freeze),
-               'steps': steps.rows, 'valid_accuracy': steps.rows[-2]['valid_accuracy'], 'tta_accuracy': round(tta_acc, 4),
-               'most_confused': [list(map(str, r[:2])) + [int(r[2])] for r in interp.most_confused()[:5]],
-               'seconds_total': round(time.time() - t_start, 1)}
+               'multi_label': data.is_multi, 'steps': steps.rows, **res, 'seconds_total': round(time.time() - t_start, 1)}
     atomic_write_json(out/'metrics.json', metrics)
-    log(f"TTA accuracy {metrics['tta_accuracy']}, total {metrics['seconds_total']} s; outputs in {out}")
+    score = (f"TTA F2 {metrics['tta_f2_at_0.5']} at 0.5, {metrics['tta_f2_fitted']} at fitted thresholds "
+             f"({metrics['tta_f2_cross_fitted']} fitted on the other half)") if data.is_multi else f"TTA accuracy {metrics['tta_accuracy']}"
+    log(f"{score}, total {metrics['seconds_total']} s; outputs in {out}")
     return metrics
 
 # %% ../nbs/11_train.ipynb #c21cbf8a
@@ -133,6 +150,7 @@ def main(argv=None):
     p.add_argument('--sz', type=int, default=64, help='image size in pixels')
     p.add_argument('--bs', type=int, default=64, help='batch size')
     p.add_argument('--out', default='runs/train', help='output folder')
+    p.add_argument('--multi', action='store_true', help='read the CSV as multi-label (space-separated tags); detected when a line has several')
     p.add_argument('--full', action='store_true', help='use the full Fashion-MNIST (60,000 / 10,000)')
     p.add_argument('--seed', type=int, default=42)
     p.add_argument('--bn-freeze', choices=['auto', 'on', 'off'], default='auto',
@@ -144,6 +162,6 @@ def main(argv=None):
         warnings.showwarning = _plain_warning
         matplotlib.use('Agg')
         try: run_recipe(a.path, csv=a.csv, arch=a.arch, sz=a.sz, bs=a.bs, out=a.out, full=a.full, seed=a.seed,
-                        bn_freeze={'auto': None, 'on': True, 'off': False}[a.bn_freeze])
+                        bn_freeze={'auto': None, 'on': True, 'off': False}[a.bn_freeze], multi=True if a.multi else None)
         except (FileNotFoundError, ValueError, KeyError) as e: p.exit(2, f'lessonlib-train: error: {e}\n')
     return 0

@@ -766,7 +766,7 @@ def test_multilabel_learner_losses_are_mean_bce(tmp_path):
               for i, (s, d) in enumerate((('train', data.fix_ds), ('valid', data.val_ds)))}
     def predict_with_targs(ds='valid'):
         d = {'train': data.fix_ds, 'valid': data.val_ds}[ds]
-        return F.logsigmoid(logits[ds]).numpy(), np.asarray(d.y)       # what Learner.predict returns for multi-label data
+        return torch.sigmoid(logits[ds]).numpy(), np.asarray(d.y)      # what Learner.predict returns for multi-label data: probabilities
     w = ImageClassifierCleaner(SimpleNamespace(data=data, predict_with_targs=predict_with_targs), choices_file=None)
     assert len(w.items) == 7 and w.is_multi
     for s, d in (('train', data.fix_ds), ('valid', data.val_ds)):

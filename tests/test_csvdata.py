@@ -143,3 +143,43 @@ def test_resize_and_with_tfms_keep_the_split(tmp_path):
     assert big.layout == 'csv' and big.csv_path == data.csv_path and big.fix_ds[0][0].shape == (3, 40, 40)
     other = data.with_tfms((ImageTransform(8), ImageTransform(8)))
     assert other.val_ds[0][0].shape == (3, 8, 8) and data.val_ds[0][0].shape == (3, 16, 16)
+
+
+# ---------------------------------------------------------------- multi-label bad input (issue 19)
+def test_multi_label_empty_tags_mean_no_tags(tmp_path):
+    rows = [('a', 'coat red'), ('b', ''), ('c', 'red dress'), ('d', 'dress'), ('e', 'coat dress')]
+    root = tiny_csv(tmp_path, rows, header=('image_name', 'tags'))
+    data = ImageData.from_csv(root, 'train', 'labels.csv', val_idxs=[4])
+    assert data.is_multi and data.trn_y.tolist()[1] == [0, 0, 0] and data.label_str(data.trn_y[1]) == '(none)'
+
+def test_single_label_empty_label_is_refused(tmp_path):
+    root = tiny_csv(tmp_path, [('a', 'cat'), ('b', ''), ('c', 'dog'), ('d', 'dog')])
+    with pytest.raises(ValueError, match=r"labels.csv line 3: empty label for id 'b'.*multi=True"):
+        ImageData.from_csv(root, 'train', 'labels.csv', val_idxs=[3])
+    data = ImageData.from_csv(root, 'train', 'labels.csv', val_idxs=[3], multi=True)   # forced: one tag per line is fine
+    assert data.is_multi and data.trn_y.tolist() == [[1, 0], [0, 0], [0, 1]]
+
+def test_tags_differing_by_case_are_refused(tmp_path):
+    root = tiny_csv(tmp_path, [('a', 'coat red'), ('b', 'coat'), ('c', 'Coat dress'), ('d', 'dress')],
+                    header=('image_name', 'tags'))
+    with pytest.raises(ValueError, match=r"line 4: label 'Coat' differs only by case from 'coat' \(line 2\)"):
+        ImageData.from_csv(root, 'train', 'labels.csv', val_idxs=[3])
+
+def test_tag_only_in_validation_names_the_line(tmp_path):
+    rows = [('a', 'coat red'), ('b', 'coat'), ('c', 'red'), ('d', 'coat hat'), ('e', 'red coat')]
+    root = tiny_csv(tmp_path, rows, header=('image_name', 'tags'))
+    with pytest.raises(ValueError, match=r"\['hat'\] only appear in validation rows .*lines \[5\]"):
+        ImageData.from_csv(root, 'train', 'labels.csv', val_idxs=[3])
+
+def test_multi_label_duplicate_and_missing_image(tmp_path):
+    root = tiny_csv(tmp_path, [('a', 'coat red'), ('b', 'coat'), ('a', 'red')], header=('image_name', 'tags'))
+    with pytest.raises(ValueError, match="line 4: duplicate id 'a' \\(first on line 2\\)"):
+        ImageData.from_csv(root, 'train', 'labels.csv', val_idxs=[1])
+    root = tiny_csv(tmp_path/'m', [('a', 'coat red'), ('b', 'coat'), ('c', 'red')], header=('image_name', 'tags'))
+    (root/'train'/'b.png').unlink()
+    with pytest.raises(FileNotFoundError, match=r'line 3: .*b.png'): ImageData.from_csv(root, 'train', 'labels.csv', val_idxs=[1])
+
+def test_repeated_tag_in_a_line_counts_once(tmp_path):
+    root = tiny_csv(tmp_path, [('a', 'coat coat red'), ('b', 'coat'), ('c', 'red')], header=('image_name', 'tags'))
+    data = ImageData.from_csv(root, 'train', 'labels.csv', val_idxs=[2])
+    assert data.trn_y.tolist() == [[1, 1], [1, 0]]

@@ -123,3 +123,59 @@ def test_read_idx_errors(tmp_path):
     with pytest.raises(ValueError, match="c: header says shape \\(3, 4\\)"): read_idx(tmp_path/'c')
     (tmp_path/'d.gz').write_bytes(gzip.compress(b'\0'*40)[:-5])
     with pytest.raises(ValueError, match='corrupt gzip'): read_idx(tmp_path/'d.gz')
+
+
+# ---------------------------------------------------------------- the multi-label collages (lesson 13)
+def _collage_digest(p):
+    "SHA-256 of labels.csv, sources.csv and every collage's decoded pixels, in name order (independent of PNG encoder settings)."
+    import hashlib
+    from PIL import Image
+    h = hashlib.sha256((p/'labels.csv').read_bytes() + (p/'sources.csv').read_bytes())
+    for f in sorted((p/'train').glob('*.png')): h.update(f.name.encode() + np.asarray(Image.open(f)).tobytes())
+    return h.hexdigest()
+
+def test_collage_from_idx_files(tmp_path):
+    from PIL import Image
+    src = _fake_fashion(tmp_path/'idx', n_train=600, n_test=10)
+    x, y = read_idx(src/'train-images-idx3-ubyte.gz'), read_idx(src/'train-labels-idx1-ubyte.gz')
+    a = E._build_atomically(tmp_path/'a'/'fashion-collage', lambda tmp: E._build_collage(tmp, src, n=60))
+    rows = list(csv.reader(open(a/'labels.csv')))
+    assert rows[0] == ['image_name', 'tags'] and len(rows) == 61 and len(list((a/'train').glob('*.png'))) == 60
+    srcs = list(csv.reader(open(a/'sources.csv')))[1:]
+    used = [int(s) for r in srcs for s in r[1:] if int(s) >= 0]
+    assert len(used) == len(set(used))                              # no photo in two collages
+    for (name, tags), (name2, *cells) in zip(rows[1:], srcs):
+        cells = [int(c) for c in cells]
+        assert name == name2 and 1 <= sum(c >= 0 for c in cells) <= 4
+        assert tags.split() == [c for c in CLASSES if CLASSES.index(c) in {int(y[s]) for s in cells if s >= 0}]
+        img = np.asarray(Image.open(a/'train'/f'{name}.png'))
+        assert img.shape == (56, 56)
+        for j, s in enumerate(cells):
+            cell = img[28*(j // 2):28*(j // 2 + 1), 28*(j % 2):28*(j % 2 + 1)]
+            np.testing.assert_array_equal(cell, x[s] if s >= 0 else 0)
+    b = E._build_atomically(tmp_path/'b'/'fashion-collage', lambda tmp: E._build_collage(tmp, src, n=60))
+    for f in ['labels.csv', 'sources.csv'] + [f'train/{r[0]}.png' for r in rows[1:]]:
+        assert (a/f).read_bytes() == (b/f).read_bytes(), f    # regenerated bit-exactly
+    from lessonlib.data import ImageData
+    import lessonlib.csvdata
+    data = ImageData.from_csv(a, 'train', 'labels.csv')
+    assert data.is_multi and data.classes == sorted(CLASSES) and len(data.val_ds) == 12
+
+def test_collage_plan_cooccurrence():
+    y = np.repeat(np.arange(10), 700)
+    plan = E.collage_plan(y, n=3000)
+    tags = np.zeros((3000, 10), bool)
+    for i, cells in enumerate(plan): tags[i, y[cells[cells >= 0]]] = True
+    k = tags.sum(1)
+    assert set(k) == {1, 2, 3, 4} and 2.3 < k.mean() < 2.8
+    co = tags.T.astype(int) @ tags.astype(int)
+    dress, sandal, shirt = CLASSES.index('Dress'), CLASSES.index('Sandal'), CLASSES.index('Shirt')
+    assert co[dress, sandal] > 2 * co[dress, shirt]                  # outfits: some tags go together
+
+@pytest.mark.skipif(not E.DEBIAN_FASHION.exists(), reason="Debian's dataset-fashion-mnist is not installed")
+def test_collage_from_the_real_files():
+    p = get_dataset('fashion-collage')
+    assert p.name == 'fashion-collage' and len(list((p/'train').glob('*.png'))) == 6000
+    assert _collage_digest(p) == COLLAGE_SHA256, _collage_digest(p)
+
+COLLAGE_SHA256 = '946aaf2ecef02e29aed92174f1328717c8f97eeb224ad735cd0b82bc6ac35db5'   # labels, sources and pixels of the 6,000 collages
