@@ -213,8 +213,15 @@ def test_lr_find_answers_match_lessonlib():
     lrs, losses = LR.q1.data['lrs'], LR.q1.data['losses']
     np.testing.assert_allclose(lrs, s[:len(lrs)])
     sug = suggest_lrs(lrs, losses)
-    for lr in (sug.minimum, sug.steep):
+    for lr in (sug.best, sug.minimum, sug.steep, sug.best / 10, sug.best * 2.5, 1e-3, 1e-2):   # the rule's rate and a range around it
         assert LR.q1.check(lr, quiet=True), f'lessonlib suggests {lr:.2e}: {LR.q1.last}'
+    for lr in (sug.best / 50, sug.best * 5, sug.best * 10):                              # clearly too low, too high
+        assert not LR.q1.check(lr, quiet=True), f'{lr:.2e} accepted: {LR.q1.last}'
+
+def test_unfrozen_rate_answer_is_lessonlibs_rule():
+    from lessonlib.lr_find import unfrozen_lrs
+    assert LR.q5.check(float(unfrozen_lrs(5e-3)[-1]), quiet=True)
+    assert not LR.q5.check(5e-3, quiet=True) and not LR.q5.check(5e-5, quiet=True)
 
 def test_smoothing_reference_is_lessonlibs():
     from lessonlib.schedules import ewma

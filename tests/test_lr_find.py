@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from lessonlib.core import set_seed
-from lessonlib.lr_find import lr_find, lr_sweep, suggest_lrs, LRSuggestions, LRFinder
+from lessonlib.lr_find import lr_find, lr_sweep, suggest_lrs, LRSuggestions, LRFinder, blowup_lr, group_lrs, unfrozen_lrs
 from lessonlib.learner import Recorder
 import lessonlib.precompute   # precompute=True in the ConvLearner tests
 
@@ -113,7 +113,7 @@ def test_suggestions_on_a_known_curve():
     assert s.minimum == pytest.approx(lrs[kept][losses[kept].argmin()] / 10)
     assert 1e-4 < s.steep < 1e-2                        # the steepest fall is around 1e-3
     assert 1e-5 < s.valley < s.minimum * 10             # on the way down
-    assert s.best == s.valley and s.note == ''
+    assert s.best == s.minimum and s.note == ''                # the course's one rule: minimum
 
 
 def test_suggestions_unpack_and_name():
@@ -308,3 +308,46 @@ def test_conv_learner_bad_input(tiny_data, tmp_path):
     learn = _conv_learner(tiny_data, tmp_path)
     for kw, word in [(dict(start_lr=0), 'start_lr'), (dict(start_lr=1, end_lr=1e-3), 'smaller'), (dict(num_it=1), 'num_it')]:
         with pytest.raises(ValueError, match=word): learn.lr_find(**kw)
+
+
+# ---------------------------------------------------------------- the rule after unfreezing, the raw bottom
+def _finder(lrs, raw, smooth):
+    rec = LRFinder(len(lrs))
+    for lr, r, m in zip(lrs, raw, smooth): rec.record_batch([lr / 9, lr / 3, lr], r, smooth_loss=m)
+    return rec
+
+
+def test_blowup_and_unfrozen_rule():
+    lrs = np.geomspace(1e-7, 1, 60)
+    loss = np.where(lrs < 2e-3, 0.5, 0.5 + 40 * (lrs - 2e-3))                 # flat, then a straight rise
+    expected = lrs[np.argmax(loss > 0.75)]                                     # first point above 1.5 x 0.5
+    rec = _finder(lrs, loss, loss)
+    assert rec.blowup == blowup_lr(lrs, loss) == pytest.approx(expected)
+    head = min(max(expected / 10, 1e-4), 1e-3)
+    np.testing.assert_allclose(unfrozen_lrs(rec.blowup), [head / 9, head / 3, head])
+    np.testing.assert_allclose(unfrozen_lrs(rec.blowup, ratio=10), [head / 100, head / 10, head])
+    assert blowup_lr(lrs, np.full(60, 0.5)) is None and unfrozen_lrs(None)[-1] == 1e-3
+    with pytest.raises(ValueError, match='`ratio`'): group_lrs(1e-3, ratio=0)
+
+
+def test_raw_bottom_is_a_centred_running_median():
+    rng = np.random.default_rng(0)
+    lrs = np.geomspace(1e-6, 1, 80)
+    raw = (np.log10(lrs) + 2.5) ** 2 + rng.normal(0, 0.3, 80)                  # bottom near 10**-2.5, noisy
+    raw[10] = -5.                                                              # one wild batch: a median ignores it
+    smooth = np.array([np.mean(raw[:i + 1]) for i in range(80)])
+    med = [np.median(raw[max(0, i - 4):i + 5]) for i in range(80)]             # the reference, written out
+    rec = _finder(lrs, raw, smooth)
+    assert rec.raw_bottom() == pytest.approx(lrs[int(np.argmin(med))])
+    assert 10 ** -3.5 < rec.raw_bottom() < 10 ** -1.5
+
+
+def test_plot_marks_the_rule_and_the_blowup():
+    lrs = np.geomspace(1e-7, 1, 60)
+    loss = np.where(lrs < 2e-3, 0.5, 0.5 + 40 * (lrs - 2e-3))
+    rec = _finder(lrs, loss, loss)
+    labels = [l.get_label() for l in rec.plot(chosen=1e-4, blowup=True).axes[0].get_lines()]
+    assert any(l.startswith('blow-up: ') for l in labels) and 'chosen: 1.0e-04' in labels
+    labels = [l.get_label() for l in rec.plot().axes[0].get_lines()]
+    assert any(l.startswith('the rule (minimum): ') for l in labels) and not any('blow-up' in l for l in labels)
+    plt.close('all')
