@@ -16,6 +16,7 @@ from .data import get_dataset, ImageData
 import lessonlib.csvdata                        # ImageData.from_csv
 from .augment import tfms_from_model, transforms_side_on, show_augs
 from .learner import ConvLearner
+from .distributed import init_distributed, is_main, world_size, dist_backend
 import lessonlib.export, lessonlib.schedules, lessonlib.lr_find   # learn.export(), fit(cycle_len=...), learn.lr_find()
 from .precompute import PrecomputeAugWarning
 from .interpret import ClassificationInterpretation
@@ -24,7 +25,8 @@ from .interpret import ClassificationInterpretation
 def _save(fig, path):
     "Save a figure as PNG (atomically) and close it."
     tmp = Path(path).with_name('.' + Path(path).name + '.tmp.png')
-    fig.savefig(tmp, dpi=100, bbox_inches='tight'); tmp.replace(path); plt.close(fig)
+    if is_main(): fig.savefig(tmp, dpi=100, bbox_inches='tight'); tmp.replace(path)   # under torchrun: rank 0 writes
+    plt.close(fig)
 
 def _accuracy(learn):
     "Validation accuracy of `learn` right now."
@@ -65,6 +67,7 @@ def run_recipe(path=None, csv=None, arch='efficientnet_lite0', sz=64, bs=64, out
                head_epochs=2, aug_epochs=2, n_cycle=2, seed=42, bn_freeze=None, log=print):
     "Run the 8-step recipe on a folder of images (default: the bundled sample) and write its outputs to `out`."
     t_start, out = time.time(), Path(out)
+    if init_distributed() > 1 and not is_main(): log = lambda *a, **k: None   # torchrun: every process trains, rank 0 reports
     out.mkdir(parents=True, exist_ok=True)
     set_seed(seed); steps = Steps(log)
     if path is None: path = get_dataset('fashion-mnist' if full else 'fashion-sample')
@@ -109,11 +112,11 @@ def run_recipe(path=None, csv=None, arch='efficientnet_lite0', sz=64, bs=64, out
     learn.export(out/'model.safetensors')
     metrics = {'dataset': str(path), 'arch': arch, 'sz': sz, 'bs': bs, 'classes': [str(c) for c in data.classes],
                'n_train': len(data.trn_ds), 'n_valid': len(data.val_ds), 'lr': lr, 'lrs_unfrozen': lrs.tolist(),
-               'bn_frozen': bool(bn_freeze),
+               'bn_frozen': bool(bn_freeze), 'world_size': world_size(), 'backend': dist_backend(),
                'steps': steps.rows, 'valid_accuracy': steps.rows[-2]['valid_accuracy'], 'tta_accuracy': round(tta_acc, 4),
                'most_confused': [list(map(str, r[:2])) + [int(r[2])] for r in interp.most_confused()[:5]],
                'seconds_total': round(time.time() - t_start, 1)}
-    atomic_write_json(out/'metrics.json', metrics)
+    if is_main(): atomic_write_json(out/'metrics.json', metrics)
     log(f"TTA accuracy {metrics['tta_accuracy']}, total {metrics['seconds_total']} s; outputs in {out}")
     return metrics
 
@@ -147,3 +150,5 @@ def main(argv=None):
                         bn_freeze={'auto': None, 'on': True, 'off': False}[a.bn_freeze])
         except (FileNotFoundError, ValueError, KeyError) as e: p.exit(2, f'lessonlib-train: error: {e}\n')
     return 0
+
+if __name__ == '__main__': sys.exit(main())   # `python -m lessonlib.train`, e.g. under torchrun
