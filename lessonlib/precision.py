@@ -10,7 +10,7 @@ import torch
 from .core import patch
 from .learner import ConvLearner
 
-# %% ../nbs/14a_precision.ipynb #a0a54e40
+# %% ../nbs/14a_precision.ipynb #53158a7d
 _DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
 
 def _precision(learn):
@@ -47,6 +47,7 @@ def to_fp32(self:ConvLearner):
     self.mixed_precision, self.scaler = False, None
     return self
 
+# %% ../nbs/14a_precision.ipynb #8a2f32a1
 @patch
 def _autocast(self:ConvLearner):
     "The autocast context of the learner's precision (a disabled one in float32)."
