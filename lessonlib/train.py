@@ -151,4 +151,4 @@ def main(argv=None):
         except (FileNotFoundError, ValueError, KeyError) as e: p.exit(2, f'lessonlib-train: error: {e}\n')
     return 0
 
-if __name__ == '__main__': sys.exit(main())   # `python -m lessonlib.train`, e.g. under torchrun
+if __name__ == '__main__' and '__file__' in globals(): sys.exit(main())   # `python -m lessonlib.train` (torchrun); not a notebook kernel

@@ -50,8 +50,9 @@ JOB = textwrap.dedent('''
     res = learn.validate()
     if a.get('export'): learn.export(a['export'])
     head = {k: v.tolist() for k, v in learn.head.state_dict().items() if v.is_floating_point()}
-    print(json.dumps({'rank': rank(), 'world': world_size(), 'backend': dist_backend(), 'status': status, 'valid': res,
-                      'digests': digests, 'param_digests': param_digests, 'head': head if rank() == 0 else None}), flush=True)
+    sys.stdout.write(json.dumps({'rank': rank(), 'world': world_size(), 'backend': dist_backend(), 'status': status, 'valid': res,
+                      'digests': digests, 'param_digests': param_digests, 'head': head if rank() == 0 else None}) + '\\n')
+    sys.stdout.flush()                                  # one write per line: the processes share stdout
 ''')
 
 
