@@ -11,8 +11,10 @@ from .external import *
 from .data import *
 from .csvdata import *
 from .fastload import *
+from .distributed import *
 from .models import *
 from .learner import *
+from .precision import *
 from .export import *
 from .cache_store import *
 from .precompute import *
@@ -25,8 +27,8 @@ from .cleaner import *
 from .suspects import *
 from .cleaner_widget import *
 from .multilabel import *
-from . import (core, external, data, csvdata, fastload, models, learner, export, cache_store, precompute,
-                       schedules, lr_find, augment, interpret, journal, cleaner, suspects, cleaner_widget, multilabel)
-__all__ = list(dict.fromkeys(n for m in (core, external, data, csvdata, fastload, models, learner, export, cache_store,
+from . import (core, external, data, csvdata, fastload, distributed, models, learner, precision, export, cache_store,
+                       precompute, schedules, lr_find, augment, interpret, journal, cleaner, suspects, cleaner_widget, multilabel)
+__all__ = list(dict.fromkeys(n for m in (core, external, data, csvdata, fastload, distributed, models, learner, precision, export, cache_store,
                                          precompute, schedules, lr_find, augment, interpret, journal, cleaner, suspects,
                                          cleaner_widget, multilabel) for n in m.__all__))   # so that `import *` of this module passes them on

@@ -107,12 +107,15 @@ def _pread_into(fd, mv, off):
 # %% ../nbs/04a_cache_store.ipynb #8988319a
 class CacheLoader:
     "Batches `(x float32 tensor, y tensor)` read from cached features; `views` picks one augmented view per row."
-    def __init__(self, arr, y, bs=64, shuffle=False, views=None, drop_last=False):
+    def __init__(self, arr, y, bs=64, shuffle=False, views=None, drop_last=False, sampler=None):
         self.arr, self.y, self.bs, self.shuffle, self.views, self.drop_last = arr, np.asarray(y), bs, shuffle, views, drop_last
-        self.n = arr.shape[-2]
-    def __len__(self): return self.n // self.bs if self.drop_last else math.ceil(self.n / self.bs)
+        self.n, self.sampler = arr.shape[-2], sampler    # sampler: the rows to read, in order (one process's share)
+    def __len__(self):
+        n = self.n if self.sampler is None else len(self.sampler)
+        return n // self.bs if self.drop_last else math.ceil(n / self.bs)
     def __iter__(self):
-        idx = torch.randperm(self.n).numpy() if self.shuffle else np.arange(self.n)
+        if self.sampler is not None: idx = np.fromiter(iter(self.sampler), dtype=np.int64)
+        else: idx = torch.randperm(self.n).numpy() if self.shuffle else np.arange(self.n)
         a, width = self.arr, self.arr.shape[-1]
         on_disk = isinstance(a, np.memmap) and a.filename is not None
         fd = os.open(a.filename, os.O_RDONLY) if on_disk else None

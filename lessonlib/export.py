@@ -16,6 +16,7 @@ from .core import default_device, atomic_write, patch, tensor_digest
 from .data import ImageTransform, open_image
 from .models import model_meta, create_cnn
 from .learner import ConvLearner
+from .distributed import is_main, barrier
 
 # %% ../nbs/03a_export.ipynb #57f836bc
 def _read_safetensors(path):
@@ -36,7 +37,9 @@ def _read_safetensors(path):
 def _save_tensors(path, tensors, metadata):
     from safetensors.torch import save as st_save
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    with atomic_write(path) as f: f.write(st_save(tensors, metadata={k: str(v) for k, v in metadata.items()}))
+    if is_main():                  # under torchrun every process holds the same weights: rank 0 writes, the others wait
+        with atomic_write(path) as f: f.write(st_save(tensors, metadata={k: str(v) for k, v in metadata.items()}))
+    barrier()
     return Path(path)
 
 def _model_file(name, folder=None):

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from .core import default_device, progress, patch, fig_ax, user_stacklevel, in_notebook
 from .models import get_arch, create_cnn, layer_groups
 from . import fastload   # noqa: F401  the fast loaders (appendix 01b): same batches, about twice as fast
+from .distributed import init_distributed, check_shardable, is_main, shard_loader, gather_rows, sync_buffers, mean_over_ranks, ddp
 
 # %% ../nbs/03_learner.ipynb #279f335f
 def accuracy(preds, targs):
@@ -58,9 +59,7 @@ def _is_frozen(module):
 def _fmt(v, name=''):
     "One table cell: seconds as mm:ss in the `time` column, floats to 6 places."
     if name == 'time' and isinstance(v, (int, float)): return f'{int(v) // 60:02d}:{int(v) % 60:02d}'
-    if isinstance(v, (int, np.integer)): return str(v)
-    if isinstance(v, float): return f'{v:.6f}'
-    return str(v)
+    return f'{v:.6f}' if isinstance(v, float) else str(v)
 
 class EpochTable:
     "The per-epoch results table: text rows in a terminal, one HTML table (updated in place) in Jupyter."
@@ -79,8 +78,7 @@ class EpochTable:
     def _line(self, cells): return '  '.join(f'{c:>10}' for c in cells)
     def _repr_html_(self):
         head = ''.join(f'<th>{n}</th>' for n in self.names)
-        body = ''.join('<tr>' + ''.join(f'<td>{c}</td>' for c in self._cells(r)) + '</tr>'
-                       for r in self.rows)
+        body = ''.join('<tr>' + ''.join(f'<td>{c}</td>' for c in self._cells(r)) + '</tr>' for r in self.rows)
         return f'<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
     def __repr__(self): return '\n'.join([self._line(self.names)] + [self._line(self._cells(r)) for r in self.rows])
 
@@ -103,9 +101,8 @@ class Recorder:
         self.epoch_ends.append(len(self.losses))
         self.val_results.append(dict(results))
 
-    def __repr__(self):
-        return (f'{type(self).__name__}: {len(self.losses)} iterations, {len(self.epoch_ends)} epochs, '
-                f'{len(self.lrs[0]) if self.lrs else 0} layer groups')
+    def __repr__(self): return (f'{type(self).__name__}: {len(self.losses)} iterations, {len(self.epoch_ends)} epochs, '
+                                f'{len(self.lrs[0]) if self.lrs else 0} layer groups')
 
 # %% ../nbs/03_learner.ipynb #dac9cb2d
 class ConvLearner:
@@ -123,7 +120,7 @@ class ConvLearner:
         self.loss_func = F.binary_cross_entropy_with_logits if self.is_multi else F.cross_entropy
         self.metrics = list(metrics) if metrics is not None else [accuracy_thresh if self.is_multi else accuracy]
         self.opt_func, self.train_bn, self.wd = opt_func, bool(train_bn), wd
-        self.device = default_device(device)
+        self.device = default_device(device); init_distributed(self.device); check_shardable(data)
         self.mixed_precision, self.channels_last = mixed_precision, channels_last
         self.models_path = Path(models_dir) if models_dir is not None else Path(data.path)/'models'
         self.model.to(self.device)
@@ -300,21 +297,19 @@ def bn_freeze(self:ConvLearner, on=True):
     return self
 
 @patch
-def _autocast(self:ConvLearner):
-    on = bool(self.mixed_precision) and self.device.type == 'cuda'
-    return torch.autocast('cuda', dtype=torch.bfloat16, enabled=on) if on else torch.autocast('cpu', enabled=False)
+def _autocast(self:ConvLearner):   # bf16 on CUDA when mixed_precision; the distributed lesson adds to_fp16/to_bf16/to_fp32
+    return torch.autocast('cuda', dtype=torch.bfloat16) if self.mixed_precision and self.device.type == 'cuda' else torch.autocast('cpu', enabled=False)
 
 @patch
 def _train_forward(self:ConvLearner, xb):
     "Forward pass for training: leading frozen groups without gradients, the rest with."
-    if self.source is not None: return self.source.module(xb)
+    if self.source is not None: return ddp(self.source.module)(xb)   # ddp: gradients averaged over processes (torchrun)
     k = 0
     while k < len(self.layer_groups) and _is_frozen(self.layer_groups[k]): k += 1
     if k:
         with torch.no_grad():
             for g in self.layer_groups[:k]: xb = g(xb)
-    for g in self.layer_groups[k:]: xb = g(xb)
-    return xb
+    return ddp(self.layer_groups[k:])(xb)
 
 @patch
 def _to_device(self:ConvLearner, x):
@@ -327,7 +322,7 @@ def train_batches(self:ConvLearner, epoch=0):
     "Yield one epoch of training mini-batches `(xb, yb)` on the device: images, or the batches of `learn.source`."
     if self.source is None: batches = self.data.trn_dl
     else: batches = self.source.loader('train', self.data.bs, shuffle=True, epoch=epoch)
-    for xb, yb in batches: yield self._to_device(xb), yb.to(self.device)
+    for xb, yb in shard_loader(batches, shuffle=True): yield self._to_device(xb), yb.to(self.device)
 
 @patch
 def loss_batch(self:ConvLearner, xb, yb, opt=None):
@@ -335,8 +330,13 @@ def loss_batch(self:ConvLearner, xb, yb, opt=None):
     if opt is not None: self._prepare_train()
     with torch.set_grad_enabled(opt is not None), self._autocast():
         loss = self.loss_func(self._train_forward(xb).float(), yb)
-    if opt is not None: loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
-    return loss.item()
+    if opt is not None: self.backward_step(loss, opt)
+    return mean_over_ranks(loss.detach())    # one process: loss.item(); several: their mean, the same everywhere
+
+@patch
+def backward_step(self:ConvLearner, loss, opt):
+    "Backpropagate `loss`, take one step of `opt` and clear the gradients (fp16 training scales the loss here)."
+    loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
 
 # %% ../nbs/03_learner.ipynb #65491918
 @patch
@@ -357,15 +357,15 @@ def _get_outputs(self:ConvLearner, ds='valid', desc=None):
         else: batches, module = {'valid': self.data.val_dl, 'train': self.data.fix_dl, 'test': self.data.test_dl}[ds], self.model
     else: batches, module = self.data.dl(ds), self.model
     was_training = [m.training for m in self.model.modules()]
-    self.model.eval()
+    self.model.eval(); sync_buffers(module)               # several processes: rank 0's BatchNorm statistics
     outs, ys = [], []
     try:
         with torch.inference_mode(), self._autocast():
-            for xb, yb in progress(batches, desc=desc or f'predict {ds if isinstance(ds, str) else ""}'):
+            for xb, yb in progress(shard_loader(batches), desc=desc or f'predict {ds if isinstance(ds, str) else ""}'):
                 outs.append(module(self._to_device(xb)).float().cpu()); ys.append(torch.as_tensor(yb))
     finally:
         for m, t in zip(self.model.modules(), was_training): m.training = t
-    return torch.cat(outs), torch.cat(ys)
+    return gather_rows(torch.cat(outs)), gather_rows(torch.cat(ys))   # each process scored its share: put them together
 
 def _metric_name(m): return getattr(m, '__name__', type(m).__name__)
 
@@ -388,8 +388,7 @@ def whole_number(value, name, minimum=0):
 @patch
 def n_train_batches(self:ConvLearner):
     "How many mini-batches one training epoch has (of images, or of the `source`'s batches)."
-    if self.source is None: return len(self.data.trn_dl)
-    return len(self.source.loader('train', self.data.bs, shuffle=True))
+    return len(shard_loader(self.data.trn_dl if self.source is None else self.source.loader('train', self.data.bs, shuffle=True), True))
 
 @patch
 def fit_steps(self:ConvLearner, n_epochs, step_lrs, step_moms=None, wds=None):
@@ -415,7 +414,8 @@ def fit_steps(self:ConvLearner, n_epochs, step_lrs, step_moms=None, wds=None):
                 losses.append(loss); it += 1
             row = {'epoch': epoch, 'train_loss': float(np.mean(losses)) if losses else float('nan'), **self.validate()}
             row['time'] = round(time.perf_counter() - t0, 2)
-            rec.record_epoch(row); table.add(row)
+            rec.record_epoch(row)
+            if is_main(): table.add(row)              # several processes: only rank 0 shows the table
     finally: self.model.eval()
 
 @patch

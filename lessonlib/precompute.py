@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from .core import default_device, atomic_write_json, user_stacklevel, patch, tensor_digest, keep_random_state
 from .learner import ConvLearner
+from .distributed import world_size, rank, is_main, barrier, from_main, gather_rows
 from .cache_store import (CACHE_FORMAT, KEY_CHARS, CacheCorrupt, CacheLoader, run_jobs, read_json, not_writable,
                                    verify_folder, open_folder, build_on_disk, build_in_memory)
 
@@ -154,7 +155,8 @@ def _update_index(cache_dir, name, root):
     prev = max((n for n, e in caches.items() if n != name and e.get('root') == str(root)),
                key=lambda n: caches[n].get('last_used', 0), default=None)
     caches[name] = {'root': str(root), 'last_used': time.time()}
-    with contextlib.suppress(OSError): atomic_write_json(p, {'format': CACHE_FORMAT, 'caches': caches})
+    if is_main():                                         # under torchrun only rank 0 writes
+        with contextlib.suppress(OSError): atomic_write_json(p, {'format': CACHE_FORMAT, 'caches': caches})
     return prev
 
 def _changes_since(cache_dir, prev, parts):
@@ -163,6 +165,28 @@ def _changes_since(cache_dir, prev, parts):
     if not m or not isinstance(files, dict): return []
     old = {**m['parts'], 'splits': {s: {**p, 'files': files.get(s, [])} for s, p in m['parts']['splits'].items()}}
     return describe_changes(old, json.loads(json.dumps(parts, default=str)))   # tuples → lists, as stored
+
+class _Rows:
+    "A store that keeps the rows it is given, in order, in memory."
+    def __init__(self): self.parts = []
+    def write(self, name, row, a): self.parts.append(a)
+
+def _shard_features(feature_fn, jobs, bs, num_workers, device, tdtype):
+    "Under torchrun: each process computes rows rank, rank+N, … of every job; returns every row of every job, everywhere."
+    out = {}
+    for name, ds, file, base in jobs:
+        rows = _Rows()
+        shard = torch.utils.data.Subset(ds, range(rank(), len(ds), world_size()))
+        run_jobs(feature_fn, [(name, shard, name, 0)], {}, lambda F: rows, bs, num_workers, device, tdtype)
+        out[name] = gather_rows(torch.from_numpy(np.concatenate(rows.parts))).numpy()
+    return out
+
+def _store_all(feats, jobs, done, make_store):
+    "Write the rows of every job from `feats` (from `_shard_features`) into the store: a build's `run`."
+    store = None
+    for name, ds, file, base in jobs:
+        store = make_store(feats[name].shape[1]); store.write(file, base, feats[name]); done[name] = len(ds)
+    return store
 
 def _common_root(datasets):
     "The deepest folder holding the first and last file of every dataset."
@@ -193,27 +217,33 @@ def _build_or_open(cls, feature_fn, datasets, key_parts=None, cache_dir=None, dt
     parts = cache_parts(feature_fn, datasets, key_parts, dtype, n_augs, aug_ds, root, seed)
     key = cache_key(parts); final = cache_dir/key[:KEY_CHARS]
     targets = {s: np.asarray(ds.y) for s, ds in datasets.items()}
-    n_rows, reason = {s: len(y) for s, y in targets.items()}, None
+    n_rows, reason, m = {s: len(y) for s, y in targets.items()}, None, None
     if final.exists():
         try: m = open_folder(final, key, n_rows)
         except CacheCorrupt as e: reason = str(e)
-        else:
-            _update_index(cache_dir, final.name, root)
-            return cls(final, m, targets, seed=seed)
+    if from_main(m is not None):                           # several processes: rank 0 decides for all
+        m = m or open_folder(final, key, n_rows)
+        _update_index(cache_dir, final.name, root)
+        return cls(final, m, targets, seed=seed)
     if not build: return None
-    if reason: warnings.warn(f"precompute: corrupted cache detected ({reason}); rebuilding it.", stacklevel=user_stacklevel())
+    if reason := from_main(reason): warnings.warn(f"precompute: corrupted cache detected ({reason}); rebuilding it.", stacklevel=user_stacklevel())
     jobs, shapes = _plan(datasets, n_augs, aug_ds, seed)
+    feats = None                                           # several processes: every row, computed shard by shard
     def run(done, make_store, ckpt):
-        return run_jobs(feature_fn, jobs, done, make_store, bs, num_workers, device, getattr(torch, dtype), ckpt)
+        if feats is None: return run_jobs(feature_fn, jobs, done, make_store, bs, num_workers, device, getattr(torch, dtype), ckpt)
+        return _store_all(feats, jobs, done, make_store)
     modes = {mod: mod.training for mod in feature_fn.modules()}
     feature_fn.eval()
     try:
-        if (err := not_writable(cache_dir)) is not None:
+        if world_size() > 1: feats = _shard_features(feature_fn, jobs, bs, num_workers, device, getattr(torch, dtype))
+        if (err := from_main(not_writable(cache_dir))) is not None:
             warnings.warn(f"precompute: the cache folder {cache_dir} is not writable ({err}); keeping the activations in "
                           "memory for this session only. Pass cache_dir= a writable folder to keep them.", stacklevel=user_stacklevel())
             m, arrays = build_in_memory(run, parts, key, shapes)
             return cls(None, m, targets, arrays=arrays, status='in memory', seed=seed)
-        m, resumed = build_on_disk(run, parts, key, cache_dir, shapes, n_rows)
+        if is_main(): m, resumed = build_on_disk(run, parts, key, cache_dir, shapes, n_rows)
+        barrier()                                          # rank 0 has renamed the finished folder into place
+        if not is_main(): m, resumed = open_folder(final, key, n_rows), False
     finally:
         for mod, t in modes.items(): mod.train(t)
     cache = cls(final, m, targets, seed=seed, status='rebuilt' if reason else 'resumed' if resumed else 'built')

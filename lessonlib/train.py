@@ -16,6 +16,7 @@ from .data import get_dataset, ImageData
 import lessonlib.csvdata                        # ImageData.from_csv
 from .augment import tfms_from_model, transforms_side_on, show_augs
 from .learner import ConvLearner
+from .distributed import init_distributed, is_main, world_size, dist_backend
 import lessonlib.export, lessonlib.schedules, lessonlib.lr_find   # learn.export(), fit(cycle_len=...), learn.lr_find()
 from .precompute import PrecomputeAugWarning
 from .interpret import ClassificationInterpretation
@@ -25,7 +26,8 @@ from .multilabel import fbeta, opt_thresholds, fbeta_cross_fit, plot_fbeta_thres
 def _save(fig, path):
     "Save a figure as PNG (atomically) and close it."
     tmp = Path(path).with_name('.' + Path(path).name + '.tmp.png')
-    fig.savefig(tmp, dpi=100, bbox_inches='tight'); tmp.replace(path); plt.close(fig)
+    if is_main(): fig.savefig(tmp, dpi=100, bbox_inches='tight'); tmp.replace(path)   # under torchrun: rank 0 writes
+    plt.close(fig)
 
 def _accuracy(learn):
     "Validation accuracy of `learn` right now."
@@ -71,6 +73,7 @@ def run_recipe(path=None, csv=None, arch='efficientnet_lite0', sz=64, bs=64, out
                head_epochs=2, aug_epochs=2, n_cycle=2, seed=42, bn_freeze=None, multi=None, log=print):
     "Run the 8-step recipe on a folder of images (default: the bundled sample) and write its outputs to `out`."
     t_start, out = time.time(), Path(out)
+    if init_distributed() > 1 and not is_main(): log = lambda *a, **k: None   # torchrun: every process trains, rank 0 reports
     out.mkdir(parents=True, exist_ok=True)
     set_seed(seed); steps = Steps(log)
     if path is None: path = get_dataset('fashion-mnist' if full else 'fashion-sample')
@@ -117,9 +120,9 @@ def run_recipe(path=None, csv=None, arch='efficientnet_lite0', sz=64, bs=64, out
     learn.export(out/'model.safetensors')
     metrics = {'dataset': str(path), 'arch': arch, 'sz': sz, 'bs': bs, 'classes': [str(c) for c in data.classes],
                'n_train': len(data.trn_ds), 'n_valid': len(data.val_ds), 'lr': lr, 'lrs_unfrozen': lrs.tolist(),
-               'bn_frozen': bool(bn_freeze),
+               'bn_frozen': bool(bn_freeze), 'world_size': world_size(), 'backend': dist_backend(),
                'multi_label': data.is_multi, 'steps': steps.rows, **res, 'seconds_total': round(time.time() - t_start, 1)}
-    atomic_write_json(out/'metrics.json', metrics)
+    if is_main(): atomic_write_json(out/'metrics.json', metrics)
     score = (f"TTA F2 {metrics['tta_f2_at_0.5']} at 0.5, {metrics['tta_f2_fitted']} at fitted thresholds "
              f"({metrics['tta_f2_cross_fitted']} fitted on the other half)") if data.is_multi else f"TTA accuracy {metrics['tta_accuracy']}"
     log(f"{score}, total {metrics['seconds_total']} s; outputs in {out}")
@@ -156,3 +159,5 @@ def main(argv=None):
                         bn_freeze={'auto': None, 'on': True, 'off': False}[a.bn_freeze], multi=True if a.multi else None)
         except (FileNotFoundError, ValueError, KeyError) as e: p.exit(2, f'lessonlib-train: error: {e}\n')
     return 0
+
+if __name__ == '__main__' and '__file__' in globals(): sys.exit(main())   # `python -m lessonlib.train` (torchrun); not a notebook kernel

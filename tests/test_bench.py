@@ -32,3 +32,17 @@ def test_benches_share_one_timer():
         out = subprocess.run([sys.executable, str(ROOT/'bench'/b), '--help'], capture_output=True, text=True, timeout=300,
                              cwd=ROOT/'tests')
         assert out.returncode == 0 and out.stdout.startswith('usage:'), (b, out.stderr[-2000:])
+
+def test_gpu_bench_cpu_smoke():
+    "bench/gpu.py --device cpu --quick: every figure of every precision (fp16 says why it is skipped on a CPU)."
+    out = subprocess.run([sys.executable, str(ROOT/'bench'/'gpu.py'), '--device', 'cpu', '--quick'], capture_output=True,
+                         text=True, timeout=600, cwd=ROOT/'tests')
+    assert out.returncode == 0, out.stderr[-3000:]
+    r = json.loads(out.stdout)
+    assert r['device'] == 'cpu' and set(r['precisions']) == {'fp32', 'bf16', 'fp16'}
+    assert 'CUDA' in r['precisions']['fp16']['skipped']
+    for p in ('fp32', 'bf16'):
+        row = r['precisions'][p]
+        for k in ('bare_inference', 'cache_build', 'head_epoch', 'frozen_epoch', 'unfrozen_epoch'): assert row[k]['images_per_s'] > 0, (p, k)
+        assert 0 <= row['accuracy'] <= 1 and row['peak_rss_mb'] > 0 and row['frozen_vs_bare'] > 0
+    assert 'recipe' not in r                                           # the recipe runs by default on CUDA only

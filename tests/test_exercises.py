@@ -11,7 +11,8 @@ import matplotlib.pyplot as plt
 import lessonlib.exercises as E
 
 ROOT = Path(__file__).resolve().parents[1]
-LESSON_NAMES = ['core', 'data', 'models', 'learner', 'precompute', 'schedules', 'lr_find', 'augment', 'interpret', 'cleaner', 'multilabel']
+LESSON_NAMES = ['core', 'data', 'models', 'learner', 'precompute', 'schedules', 'lr_find', 'augment', 'interpret', 'cleaner', 'multilabel',
+                'distributed']
 MODS = {m.name: importlib.import_module(f'lessonlib.exercises.{m.name}') for m in pkgutil.iter_modules(E.__path__)}
 ALL = E.all_exercises()
 IDS = [e.id for e in ALL]

@@ -1,0 +1,179 @@
+"""Data-parallel training (issue #18) on CPU with the gloo backend: 2 processes started by `torchrun` against 1 process.
+
+Each test starts real processes (`torchrun --standalone`), so the module is the slowest part of `make test` that it adds
+(about two minutes on 2 cores): small images (sz 32), a few hundred files, heads trained on cached activations.
+"""
+import json, os, shutil, subprocess, sys, textwrap
+from pathlib import Path
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+TORCHRUN = [sys.executable, '-m', 'torch.distributed.run', '--standalone']
+
+# One job for every test: it prints one JSON line per process ('{"rank": ..}') with what the test compares.
+JOB = textwrap.dedent('''
+    import json, os, sys
+    from pathlib import Path
+    import torch
+    from torch import nn
+    from lessonlib.core import set_seed, tensor_digest
+    from lessonlib.data import ImageData
+    from lessonlib.augment import tfms_from_model
+    from lessonlib.learner import ConvLearner
+    import lessonlib.precompute, lessonlib.export
+    from lessonlib.distributed import init_distributed, rank, world_size, dist_backend
+    a = json.loads(sys.argv[1])
+    init_distributed(device=a.get('device') if os.environ.get('RANK') == '1' else None)   # a test makes rank 1 differ
+    set_seed(0)
+    root = Path(a['root'])
+    data = ImageData.from_paths(root, tfms=tfms_from_model('efficientnet_lite0', 32), bs=a['bs'], num_workers=0)
+    if a.get('kill_in_build') and rank() == 1:         # die (SIGKILL: no clean-up) while the cache is being built
+        calls = [0]
+        def die(m, i, o):
+            calls[0] += 1
+            if calls[0] > 40: os.kill(os.getpid(), 9)
+        nn.modules.module.register_module_forward_hook(die)
+    kw = dict(ps=0., xtra_fc=[]) if a.get('plain_head') else {}
+    learn = ConvLearner.pretrained('efficientnet_lite0', data, cache_dir=a['cache'], opt_func=a.get('opt', 'adamw'), **kw)
+    if a.get('plain_head'): learn.model[1][2] = nn.Identity()     # no BatchNorm: batch statistics differ per process
+    learn.precompute = True
+    digests, param_digests, validate = [], [], learn.validate
+    def recording_validate(*args, **kwargs):         # at the end of every epoch: weights before, weights + statistics after
+        param_digests.append(tensor_digest(dict(learn.model.named_parameters())))
+        res = validate(*args, **kwargs)
+        digests.append(tensor_digest(learn.model.state_dict())); return res
+    learn.validate = recording_validate
+    status = learn.activation_cache().status
+    learn.fit(a['lr'], a['epochs'])
+    res = learn.validate()
+    if a.get('export'): learn.export(a['export'])
+    head = {k: v.tolist() for k, v in learn.head.state_dict().items() if v.is_floating_point()}
+    sys.stdout.write(json.dumps({'rank': rank(), 'world': world_size(), 'backend': dist_backend(), 'status': status, 'valid': res,
+                      'digests': digests, 'param_digests': param_digests, 'head': head if rank() == 0 else None}) + '\\n')
+    sys.stdout.flush()                                  # one write per line: the processes share stdout
+''')
+
+
+def _run(tmp, args, n=None, timeout=600, env=None):
+    "Run the job in `n` processes under torchrun (n=None: one plain process); (returncode, [per-rank dicts], output)."
+    script = tmp/'job.py'
+    script.write_text(JOB)
+    cmd = ([*TORCHRUN, f'--nproc_per_node={n}'] if n else [sys.executable]) + [str(script), json.dumps(args)]
+    e = {**os.environ, 'OMP_NUM_THREADS': '1', 'LESSONLIB_QUIET': '1', 'PYTHONPATH': str(ROOT), **(env or {})}
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=e, cwd=tmp)
+    rows = sorted((json.loads(l) for l in r.stdout.splitlines() if l.startswith('{"rank"')), key=lambda d: d['rank'])
+    return r.returncode, rows, r.stdout + r.stderr
+
+
+def _copy(src, dest, n_train, n_valid, n_classes):
+    for split, n in (('train', n_train), ('valid', n_valid)):
+        for cls in sorted((src/split).iterdir())[:n_classes]:
+            (dest/split/cls.name).mkdir(parents=True)
+            for f in sorted(cls.iterdir())[:n]: shutil.copy(f, dest/split/cls.name/f.name)
+    return dest
+
+
+@pytest.fixture(scope='module')
+def folders(tmp_path_factory):
+    from lessonlib.data import get_dataset
+    src, base = get_dataset('fashion-sample'), tmp_path_factory.mktemp('dist')
+    return {'even': _copy(src, base/'even', 32, 16, 4),          # 128 training images: 2 batches of 64, 4 of 32
+            'more': _copy(src, base/'more', 60, 40, 10)}         # 600 training, 400 validation images, 10 classes
+
+
+def _head(rows): return {k: np.array(v) for k, v in rows[0]['head'].items()}
+
+
+def test_two_processes_of_32_equal_one_of_64(folders, tmp_path):
+    "Deterministic head (no BatchNorm, no dropout): 2 x batch 32 ends where 1 x batch 64 does, within 1e-5. The cache built by 2 processes is reused by 1."
+    # SGD: Adam divides by the gradient's size, so a gradient that is ~0 steps by ±lr on float noise alone
+    cache = str(tmp_path/'cache')
+    args = dict(root=str(folders['even']), cache=cache, lr=0.1, epochs=1, plain_head=True, opt='sgd')
+    rc, two, out = _run(tmp_path, {**args, 'bs': 32}, n=2)
+    assert rc == 0, out[-3000:]
+    rc, one, out1 = _run(tmp_path, {**args, 'bs': 64}, n=1)
+    assert rc == 0, out1[-3000:]
+    assert [r['world'] for r in two] == [2, 2] and two[0]['backend'] == 'gloo' and one[0]['world'] == 1
+    assert two[0]['status'] == 'built' and one[0]['status'] == 'reused'     # the content key has no world size in it
+    h2, h1 = _head(two), _head(one)
+    assert h2.keys() == h1.keys() and h1
+    for k in h1: np.testing.assert_allclose(h2[k], h1[k], rtol=0, atol=1e-5, err_msg=k)
+    moved = max(float(np.abs(h1[k]).max()) for k in h1)
+    assert moved > 1e-3                                                         # the head did train
+    assert two[0]['valid'] == two[1]['valid']
+    np.testing.assert_allclose(two[0]['valid']['valid_loss'], one[0]['valid']['valid_loss'], atol=1e-4)
+
+
+def test_default_head_matches_one_process_and_ranks_stay_identical(folders, tmp_path):
+    "Default head (BatchNorm, dropout): accuracy within 0.02 of one process; every epoch all ranks hold the same weights."
+    args = dict(root=str(folders['more']), cache=str(tmp_path/'cache'), lr=1e-2, epochs=3)
+    rc, two, out = _run(tmp_path, {**args, 'bs': 32}, n=2)
+    assert rc == 0, out[-3000:]
+    rc, one, out1 = _run(tmp_path, {**args, 'bs': 64})                        # plain python: no torchrun at all
+    assert rc == 0, out1[-3000:]
+    assert one[0]['world'] == 1 and one[0]['backend'] is None and one[0]['status'] == 'reused'
+    assert len(two[0]['digests']) == 4 and two[0]['digests'] == two[1]['digests']   # bit-identical after every epoch (3) and at the end
+    assert two[0]['param_digests'] == two[1]['param_digests']                  # the weights, even before BatchNorm statistics are shared
+    assert two[0]['valid'] == two[1]['valid']                                  # every rank reports the same numbers
+    acc2, acc1 = two[0]['valid']['accuracy'], one[0]['valid']['accuracy']
+    print('accuracy: 2 processes', acc2, '1 process', acc1)
+    assert acc1 > 0.5 and abs(acc2 - acc1) <= 0.02, (acc2, acc1)
+
+
+def test_killed_rank_stops_the_run_and_leaves_no_half_written_cache(folders, tmp_path):
+    "Rank 1 is killed (SIGKILL) while the cache is built: the run ends with an error naming it, no hang, no final cache folder."
+    cache = tmp_path/'cache'
+    args = dict(root=str(folders['more']), cache=str(cache), bs=32, lr=1e-2, epochs=1, kill_in_build=True,
+                export=str(tmp_path/'model.safetensors'))
+    rc, rows, out = _run(tmp_path, args, n=2, timeout=300, env={'LESSONLIB_DIST_TIMEOUT': '60'})
+    assert rc != 0 and rows == []
+    assert 'SIGKILL' in out or 'Signal 9' in out, out[-3000:]
+    finished = [p for p in cache.iterdir() if not p.name.startswith('.') and p.is_dir()] if cache.exists() else []
+    assert finished == [], finished                       # a cache folder appears only complete (rank 0 renames it)
+    assert not (tmp_path/'model.safetensors').exists()
+    assert not list(tmp_path.rglob('*.tmp'))
+
+
+def test_bad_starts_name_the_problem(folders, tmp_path):
+    "More processes than batches, a backend this PyTorch lacks, processes on different devices: a clear error at start."
+    args = dict(root=str(folders['even']), cache=str(tmp_path/'cache'), lr=1e-2, epochs=1)
+    rc, rows, out = _run(tmp_path, {**args, 'bs': 128}, n=2)
+    assert rc != 0 and '2 processes, but the training set has only 128 images = 1 mini-batch(es) of 128' in out, out[-3000:]
+    rc, rows, out = _run(tmp_path, {**args, 'bs': 32}, n=2, env={'LESSONLIB_DIST_BACKEND': 'mpi'})
+    assert rc != 0 and "backend 'mpi' is not available" in out, out[-3000:]
+    rc, rows, out = _run(tmp_path, {**args, 'bs': 32, 'device': 'meta'}, n=2)   # rank 1 claims another device
+    assert rc != 0 and 'The processes disagree on the device type (rank 0: cpu, rank 1: meta)' in out, out[-3000:]
+
+
+def test_torchrun_train_command(folders, tmp_path):
+    "`torchrun --standalone --nproc_per_node=2 -m lessonlib.train` runs the recipe; rank 0 writes; metrics.json has world_size 2."
+    out = tmp_path/'run'
+    e = {**os.environ, 'OMP_NUM_THREADS': '1', 'LESSONLIB_QUIET': '1', 'MPLBACKEND': 'Agg', 'PYTHONPATH': str(ROOT)}
+    r = subprocess.run([*TORCHRUN, '--nproc_per_node=2', '-m', 'lessonlib.train', str(folders['even']), '--sz', '32',
+                        '--bs', '16', '--out', str(out)], capture_output=True, text=True, timeout=900, env=e)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    m = json.loads((out/'metrics.json').read_text())
+    assert m['world_size'] == 2 and m['backend'] == 'gloo' and m['n_train'] == 128
+    assert r.stdout.count('augmentation starts at step 4') == 1               # one log, from rank 0
+    for name in ('lr_find.png', 'confusion.png', 'model.safetensors'): assert (out/name).stat().st_size > 0
+    assert not list(out.glob('.*'))                                             # no temporary file left
+    from lessonlib.export import load_model
+    assert load_model(out/'model.safetensors').classes == m['classes']
+
+
+def test_single_process_helpers():
+    "Without torchrun the helpers are the identity: one process, rank 0, nothing to gather."
+    from lessonlib.distributed import world_size, rank, is_main, mean_over_ranks, gather_rows, shard_loader, ShardSampler, from_main
+    assert (world_size(), rank(), is_main()) == (1, 0, True)
+    assert mean_over_ranks(torch.tensor(2.5)) == 2.5 and from_main('x') == 'x'
+    t = torch.arange(6.)
+    assert gather_rows(t) is t
+    dl = torch.utils.data.DataLoader(range(10), batch_size=4)
+    assert shard_loader(dl) is dl
+    s = ShardSampler(10, shuffle=False, rank_=1, world=3)                      # rows 1, 4, 7
+    assert list(s) == [1, 4, 7] and len(s) == 3
+    parts = []
+    for r in range(3): torch.manual_seed(0); parts.append(list(ShardSampler(10, shuffle=True, rank_=r, world=3)))
+    assert all(len(p) == 4 for p in parts) and sorted(set(sum(parts, []))) == list(range(10))   # padded to 12: 4 each
