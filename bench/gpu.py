@@ -28,7 +28,7 @@ from lessonlib.core import set_seed
 from lessonlib.data import get_dataset, ImageData, ImageDataset
 from lessonlib.augment import tfms_from_model, transforms_side_on
 from lessonlib.learner import ConvLearner
-from common import Timer
+from common import Timer, train_epoch
 import lessonlib.precompute, lessonlib.schedules, lessonlib.precision   # methods their lessons attach
 
 ARCH = 'efficientnet_lite0'
@@ -52,18 +52,6 @@ def get_data(a, aug=False):
 
 def sync(device):
     if device.type == 'cuda': torch.cuda.synchronize()
-
-
-def train_epoch(learn, lr, max_batches=None):
-    "One training epoch (or its first `max_batches` batches) without validation: (Timer, images)."
-    opt, n = learn.make_opt(lr), 0
-    with Timer() as t:
-        for i, (xb, yb) in enumerate(learn.train_batches()):
-            learn.loss_batch(xb, yb, opt); n += len(xb)
-            if max_batches and i + 1 >= max_batches: break
-        sync(learn.device)
-    learn.model.eval()
-    return t, n
 
 
 def bare_inference(learn, max_batches=None):

@@ -29,7 +29,7 @@ from lessonlib.core import set_seed
 from lessonlib.data import get_dataset, ImageData, ImageTransform, ImageDataset
 from lessonlib.models import efficientnet_lite0
 from lessonlib.learner import ConvLearner
-from common import Timer
+from common import Timer, train_epoch
 import lessonlib.lr_find, lessonlib.schedules, lessonlib.precompute, lessonlib.export   # methods their lessons attach
 
 BS = 64
@@ -56,15 +56,6 @@ def warm(learn, n=3):
     learn.restore(snap)
 
 
-def train_epoch(learn, lr=1e-2, max_batches=None):
-    "The training loop of `fit` for one epoch (or its first `max_batches`), no validation; returns (Timer, n_images)."
-    opt, n = learn.make_opt(lr), 0
-    with Timer() as t:
-        for i, (xb, yb) in enumerate(learn.train_batches()):
-            learn.loss_batch(xb, yb, opt); n += len(xb)
-            if max_batches and i + 1 >= max_batches: break
-    learn.model.eval()
-    return t, n
 
 
 def timed_fit(learn, n):
