@@ -74,8 +74,33 @@ def run(path, work):
     return nb, time.perf_counter() - t0
 
 
+TMP = re.escape(tempfile.gettempdir())
+MACHINE_PATHS = [(re.compile(TMP + r'/ipykernel_\d+/\d+\.py'), '<cell>'),     # where a warning in a cell points
+                 (re.compile(TMP + r'/(?:tmp|lessons-)[\w-]+'), '<tmp>'),     # temporary folders of the run and the lesson
+                 (re.compile(re.escape(str(Path.home())) + r'(?=/|\b)'), '~')]  # the home folder (the data cache under it)
+
+
+def redact(value):
+    "`value` (an output or widget state: str, list or dict, nested) with this machine's paths replaced by neutral names."
+    if isinstance(value, str):
+        for pat, new in MACHINE_PATHS: value = pat.sub(new, value)
+        return value
+    if isinstance(value, list): return [redact(v) for v in value]
+    if isinstance(value, dict): return {k: v if k.startswith('image/') else redact(v) for k, v in value.items()}
+    return value
+
+
+def redact_nb(nb):
+    "Replace machine paths in every output and in the stored widget state of `nb` (in place); returns `nb`."
+    for c in nb.cells:
+        if c.cell_type == 'code': c.outputs = [nbformat.from_dict(redact(o)) for o in c.outputs]
+    if 'widgets' in nb.metadata: nb.metadata['widgets'] = nbformat.from_dict(redact(nb.metadata['widgets']))
+    return nb
+
+
 def store(nb, path):
-    "Stamp `nb` and write it over `path` atomically, then let nbdev_clean tidy it."
+    "Stamp `nb`, take this machine's paths out of its outputs, and write it over `path` atomically; then nbdev_clean tidies it."
+    redact_nb(nb)
     nb.metadata['lessonlib'] = {'source_sha': source_sha(nb), 'seed': 'as in the notebook',
                                 'torch_threads': 'default', 'progress_bars': 'quiet'}
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
