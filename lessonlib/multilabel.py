@@ -41,7 +41,7 @@ def fbeta(preds, targs, beta=2, thresh=0.5, zero_division=0.0):
     return float(_fbeta_rows((yes & t).sum(1), (yes & ~t).sum(1), (~yes & t).sum(1), beta, zero_division).mean())
 
 # %% ../nbs/13_multilabel.ipynb #56d7d5b2
-THRESH_GRID = np.round(np.arange(0.05, 0.951, 0.05), 2)
+THRESH_GRID = tuple(float(v) for v in np.round(np.arange(0.05, 0.951, 0.05), 2))   # 0.05, 0.10, ..., 0.95
 
 def opt_thresholds(probs, targs, beta=2, grid=THRESH_GRID, n_rounds=2):
     "One threshold per class that maximizes `fbeta` on (`probs`, `targs`), class by class from 0.5 (a change is kept only if it helps)."

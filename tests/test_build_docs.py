@@ -80,3 +80,20 @@ def test_the_course_is_in_order_and_every_page_has_a_download():
     assert names[0] == 'index.ipynb' and names[1:] == sorted(names[1:])
     toc = B.toc(B.lessons())
     assert toc.index('00_core') < toc.index('05_schedules') < toc.index('12_lesson2') and 'root: index' in toc
+
+
+def test_every_public_name_renders_with_show_doc():
+    "The site shows every exported function with nbdev's show_doc; a default it cannot print (a numpy array) breaks the build."
+    import inspect
+    import numpy as np
+    from nbdev.showdoc import show_doc
+    import lessonlib.all as A
+    def array_default(a, grid=np.arange(3)): "A made-up function whose default show_doc cannot print."
+    with pytest.raises(Exception): show_doc(array_default)._repr_markdown_()
+    bad = []
+    for name in A.__all__:
+        obj = getattr(A, name)
+        if inspect.isfunction(obj) or inspect.isclass(obj):
+            try: show_doc(obj)._repr_markdown_()
+            except Exception as e: bad.append(f'{name}: {e!r}'[:160])
+    assert not bad, bad
