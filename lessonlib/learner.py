@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from .core import default_device, progress, patch, fig_ax, user_stacklevel, in_notebook
 from .models import get_arch, create_cnn, layer_groups
 from . import fastload   # noqa: F401  the fast loaders (appendix 01b): same batches, about twice as fast
-from .distributed import init_distributed, check_shardable, is_main, shard_loader, gather_rows, sync_buffers, mean_over_ranks, ddp
+from .distributed import init_distributed, check_shardable, is_main, shard_loader, gather_rows, sync_buffers, mean_over_ranks, ddp, sync_batchnorm, rank_random_stream
 
 # %% ../nbs/03_learner.ipynb #279f335f
 def accuracy(preds, targs):
@@ -123,7 +123,7 @@ class ConvLearner:
         self.device = default_device(device); init_distributed(self.device); check_shardable(data)
         self.mixed_precision, self.channels_last = mixed_precision, channels_last
         self.models_path = Path(models_dir) if models_dir is not None else Path(data.path)/'models'
-        self.model.to(self.device)
+        sync_batchnorm(self.model).to(self.device)       # torchrun: BatchNorm over every process's batch
         if channels_last: self.model.to(memory_format=torch.channels_last)
         self.layer_groups = layer_groups(self.model, self.arch)
         self.sched, self.opt, self.source, self.bn_frozen = Recorder(), None, None, False
@@ -320,8 +320,8 @@ def _to_device(self:ConvLearner, x):
 @patch
 def train_batches(self:ConvLearner, epoch=0):
     "Yield one epoch of training mini-batches `(xb, yb)` on the device: images, or the batches of `learn.source`."
-    if self.source is None: batches = self.data.trn_dl
-    else: batches = self.source.loader('train', self.data.bs, shuffle=True, epoch=epoch)
+    batches = self.data.trn_dl if self.source is None else self.source.loader('train', self.data.bs, shuffle=True, epoch=epoch)
+    rank_random_stream()                                  # torchrun: each process its own dropout masks and augmentations
     for xb, yb in shard_loader(batches, shuffle=True): yield self._to_device(xb), yb.to(self.device)
 
 @patch
