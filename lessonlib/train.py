@@ -70,7 +70,7 @@ from .lr_find import group_lrs, unfrozen_lrs   # the rules, written once in the 
 
 # %% ../nbs/11_train.ipynb #8fc3b782
 def run_recipe(path=None, csv=None, arch='efficientnet_lite0', sz=64, bs=64, out='runs/train', full=False,
-               head_epochs=2, aug_epochs=2, n_cycle=2, seed=42, bn_freeze=None, multi=None, log=print):
+               head_epochs=2, aug_epochs=2, n_cycle=2, seed=42, bn_freeze=None, multi=None, cache_dir=None, log=print):
     "Run the 8-step recipe on a folder of images (default: the bundled sample) and write its outputs to `out`."
     t_start, out = time.time(), Path(out)
     if init_distributed() > 1 and not is_main(): log = lambda *a, **k: None   # torchrun: every process trains, rank 0 reports
@@ -88,7 +88,7 @@ def run_recipe(path=None, csv=None, arch='efficientnet_lite0', sz=64, bs=64, out
     log('steps 1-3 train the head on cached activations (no augmentation); augmentation starts at step 4')
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', PrecomputeAugWarning)
-        learn = steps('1 precompute activations', lambda: ConvLearner.pretrained(arch, data, precompute=True))
+        learn = steps('1 precompute activations', lambda: ConvLearner.pretrained(arch, data, precompute=True, cache_dir=cache_dir))
     # 2. lr_find
     sugg = steps('2 lr_find (precomputed)', lambda: learn.lr_find())
     lr = pick_lr(sugg); _save(learn.sched.plot(), out/'lr_find.png')
@@ -144,19 +144,23 @@ def main(argv=None):
     p.add_argument('--sz', type=int, default=64, help='image size in pixels')
     p.add_argument('--bs', type=int, default=64, help='batch size')
     p.add_argument('--out', default='runs/train', help='output folder')
+    p.add_argument('--cache-dir', default=None, help='where the activation cache goes (default: PATH/tmp/lessonlib-cache)')
     p.add_argument('--multi', action='store_true', help='read the CSV as multi-label (space-separated tags); detected when a line has several')
     p.add_argument('--full', action='store_true', help='use the full Fashion-MNIST (60,000 / 10,000)')
     p.add_argument('--seed', type=int, default=42)
+    p.add_argument('--cycles', type=int, default=2, help='cycles of step 8, unfrozen (cycle_mult=2: 1, 3, 7 epochs in all)')
     p.add_argument('--bn-freeze', choices=['auto', 'on', 'off'], default='auto',
                    help="keep BatchNorm statistics fixed after unfreezing (auto: on below 20,000 training images)")
     a = p.parse_args(argv)
     if a.sz < 8: p.error(f'--sz must be at least 8, got {a.sz}')
     if a.bs < 1: p.error(f'--bs must be at least 1, got {a.bs}')
+    if a.cycles < 1: p.error(f'--cycles must be at least 1, got {a.cycles}')
     with warnings.catch_warnings():           # restored on return or exit; forked DataLoader workers inherit it
         warnings.showwarning = _plain_warning
         matplotlib.use('Agg')
-        try: run_recipe(a.path, csv=a.csv, arch=a.arch, sz=a.sz, bs=a.bs, out=a.out, full=a.full, seed=a.seed,
-                        bn_freeze={'auto': None, 'on': True, 'off': False}[a.bn_freeze], multi=True if a.multi else None)
+        try: run_recipe(a.path, csv=a.csv, arch=a.arch, sz=a.sz, bs=a.bs, out=a.out, full=a.full, seed=a.seed, n_cycle=a.cycles,
+                        bn_freeze={'auto': None, 'on': True, 'off': False}[a.bn_freeze], multi=True if a.multi else None,
+                        cache_dir=a.cache_dir)
         except (FileNotFoundError, ValueError, KeyError) as e: p.exit(2, f'lessonlib-train: error: {e}\n')
     return 0
 

@@ -189,6 +189,27 @@ def test_default_head_matches_one_process_and_ranks_stay_identical(folders, tmp_
     check_at_least(0.02 - abs(acc2 - acc1), 0, 'distributed: 0.02 minus |2-process - 1-process accuracy|')
 
 
+def test_two_nodes_by_rendezvous(folders, tmp_path):
+    "Two `torchrun --nnodes=2` launchers meeting at a c10d rendezvous endpoint (two machines, played on this one) train as one 2-process run."
+    import socket
+    with socket.socket() as sock: sock.bind(('127.0.0.1', 0)); port = sock.getsockname()[1]
+    args = dict(root=str(folders['even']), cache=str(tmp_path/'cache'), lr=0.1, epochs=1, plain_head=True, opt='sgd', bs=32)
+    script = tmp_path/'job.py'; script.write_text(JOB)
+    e = {**os.environ, 'OMP_NUM_THREADS': '1', 'LESSONLIB_QUIET': '1', 'PYTHONPATH': str(ROOT)}
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--nnodes=2', '--nproc_per_node=1', '--rdzv-backend=c10d',
+           f'--rdzv-endpoint=127.0.0.1:{port}', '--rdzv-id=lessonlib-test', str(script), json.dumps(args)]
+    nodes = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=e, cwd=tmp_path) for _ in range(2)]
+    outs = [n.communicate(timeout=600)[0] for n in nodes]
+    assert [n.returncode for n in nodes] == [0, 0], '\n'.join(o[-2000:] for o in outs)
+    rows = sorted((json.loads(l) for o in outs for l in o.splitlines() if l.startswith('{"rank"')), key=lambda d: d['rank'])
+    assert [(r['rank'], r['world']) for r in rows] == [(0, 2), (1, 2)]
+    assert rows[0]['digests'] == rows[1]['digests'] and rows[0]['valid'] == rows[1]['valid']
+    rc, one, out1 = _run(tmp_path, {**args, 'bs': 64}, n=1)                    # the same cache, the same steps in one process
+    assert rc == 0 and one[0]['status'] == 'reused', out1[-3000:]
+    h2, h1 = _head(rows), _head(one)
+    for k in h1: np.testing.assert_allclose(h2[k], h1[k], rtol=0, atol=1e-5, err_msg=k)
+
+
 def test_killed_rank_stops_the_run_and_leaves_no_half_written_cache(folders, tmp_path):
     "Rank 1 is killed (SIGKILL) while the cache is built: the run ends with an error naming it, no hang, no final cache folder."
     cache = tmp_path/'cache'

@@ -28,9 +28,11 @@ def small(tmp_path_factory):
 
 
 def test_train_writes_everything(small, tmp_path):
-    out = tmp_path / 'run'
-    r = _cmd(small, '--sz', 32, '--bs', 16, '--out', out)
+    out, cache = tmp_path / 'run', tmp_path / 'cache'
+    r = _cmd(small, '--sz', 32, '--bs', 16, '--out', out, '--cache-dir', cache)
     assert r.returncode == 0, r.stderr[-3000:]
+    assert [p.name for p in cache.iterdir() if p.is_dir() and not p.name.startswith('.')]   # the cache went where it was told…
+    assert not (small / 'tmp').exists()                                                      # …not into the dataset
     assert 'has no effect while precompute' not in r.stderr, r.stderr[-3000:]   # step 1 precomputes on purpose: no warning…
     assert 'augmentation starts at step 4' in r.stdout                   # …the log says what happens instead
     for name in OUTPUTS: assert (out / name).stat().st_size > 0, name
@@ -87,6 +89,15 @@ def test_bn_freeze_flag(monkeypatch, flag, want):
     seen = {}
     monkeypatch.setattr(T, 'run_recipe', lambda *a, **kw: seen.update(kw))
     assert T.main(flag) == 0 and seen['bn_freeze'] is want
+
+
+@pytest.mark.parametrize('flag, key, want', [([], 'n_cycle', 2), (['--cycles', '3'], 'n_cycle', 3), ([], 'cache_dir', None),
+                                             (['--cache-dir', 'c'], 'cache_dir', 'c')])
+def test_cycles_and_cache_dir_flags(monkeypatch, flag, key, want):
+    import lessonlib.train as T
+    seen = {}
+    monkeypatch.setattr(T, 'run_recipe', lambda *a, **kw: seen.update(kw))
+    assert T.main(flag) == 0 and seen[key] == want
 
 
 def test_bn_freeze_flag_bad_value():
