@@ -30,6 +30,7 @@ EXPERIMENTS = {                                         # longest first, so that
     '09_cleaner': ('nb', '09_cleaner.ipynb'),
     '09a_suspects': ('nb', '09a_suspects.ipynb'),
     'test_cleaner_oof': ('pytest', 'tests/test_cleaner.py::test_out_of_fold_ranking_finds_flipped_labels'),
+    '14a_precision': ('nb', '14a_precision.ipynb'),
     'test_distributed': ('pytest', 'tests/test_distributed.py::test_default_head_matches_one_process_and_ranks_stay_identical'),
 }
 # checks that compare two numbers of the same run (or a count against a rule), not a number against a constant
@@ -38,7 +39,8 @@ COMPARISONS = {'fall of the loss over five steps on one batch', 'CSV data: 64 px
                'step 7: 2 x lowest smoothed loss minus the loss at the head rate',
                'step 8: chance loss minus the first unfrozen batch losses', 'step 8 minus step 4', 'TTA minus step 8',
                'multilabel: F2 with cross-fitted thresholds minus F2 at 0.5',
-               'distributed: 0.02 minus |2-process - 1-process accuracy|'}
+               'distributed: 0.02 minus |2-process - 1-process accuracy|',
+               'precision: 0.05 minus |bf16 - fp32 accuracy, same weights|'}
 
 RUN_NB = '''import sys
 from pathlib import Path
