@@ -62,8 +62,8 @@ class ShardSampler(Sampler):
 def rank_random_stream():
     "Under torchrun, reseed this process's generators from a number rank 0 draws plus the rank: its own dropout masks and augmentations."
     if not is_distributed(): return
-    base = from_main(int(torch.randint(0, 2**31, ())))
-    torch.manual_seed(base + rank()); random.seed(base + rank()); np.random.seed(base + rank())
+    seed = from_main(int(torch.randint(0, 2**31, ()))) + rank()
+    torch.manual_seed(seed); random.seed(seed); np.random.seed(seed)
 
 # %% ../nbs/14_distributed.ipynb #fac8a048
 def _with_sampler(dl, sampler):

@@ -56,6 +56,11 @@ JOB = textwrap.dedent('''
 ''')
 
 
+def _rows(*outputs):
+    "The per-rank JSON lines that the jobs print, in rank order."
+    return sorted((json.loads(l) for o in outputs for l in o.splitlines() if l.startswith('{"rank"')), key=lambda d: d['rank'])
+
+
 def _run(tmp, args, n=None, timeout=600, env=None):
     "Run the job in `n` processes under torchrun (n=None: one plain process); (returncode, [per-rank dicts], output)."
     script = tmp/'job.py'
@@ -63,8 +68,7 @@ def _run(tmp, args, n=None, timeout=600, env=None):
     cmd = ([*TORCHRUN, f'--nproc_per_node={n}'] if n else [sys.executable]) + [str(script), json.dumps(args)]
     e = {**os.environ, 'OMP_NUM_THREADS': '1', 'LESSONLIB_QUIET': '1', 'PYTHONPATH': str(ROOT), **(env or {})}
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=e, cwd=tmp)
-    rows = sorted((json.loads(l) for l in r.stdout.splitlines() if l.startswith('{"rank"')), key=lambda d: d['rank'])
-    return r.returncode, rows, r.stdout + r.stderr
+    return r.returncode, _rows(r.stdout), r.stdout + r.stderr
 
 
 def _copy(src, dest, n_train, n_valid, n_classes):
@@ -152,7 +156,7 @@ def test_sync_batchnorm_equals_one_batch(tmp_path):
         cmd = [*TORCHRUN, '--nproc_per_node=2', str(script)] if n else [sys.executable, str(script)]
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=e, cwd=tmp_path)
         assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
-        runs[n] = sorted((json.loads(l) for l in r.stdout.splitlines() if l.startswith('{"rank"')), key=lambda d: d['rank'])
+        runs[n] = _rows(r.stdout)
     whole = runs[None][0]['out']
     for name, ref in whole.items():
         got = [row['out'][name] for row in runs[2]]
@@ -201,7 +205,7 @@ def test_two_nodes_by_rendezvous(folders, tmp_path):
     nodes = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=e, cwd=tmp_path) for _ in range(2)]
     outs = [n.communicate(timeout=600)[0] for n in nodes]
     assert [n.returncode for n in nodes] == [0, 0], '\n'.join(o[-2000:] for o in outs)
-    rows = sorted((json.loads(l) for o in outs for l in o.splitlines() if l.startswith('{"rank"')), key=lambda d: d['rank'])
+    rows = _rows(*outs)
     assert [(r['rank'], r['world']) for r in rows] == [(0, 2), (1, 2)]
     assert rows[0]['digests'] == rows[1]['digests'] and rows[0]['valid'] == rows[1]['valid']
     rc, one, out1 = _run(tmp_path, {**args, 'bs': 64}, n=1)                    # the same cache, the same steps in one process
