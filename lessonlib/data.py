@@ -349,6 +349,14 @@ class ImageData:
     fix_dl = property(lambda self: self._cached_dl('fix'), doc='Training images with the validation transform.')
     test_dl = property(lambda self: self._cached_dl('test') if self.test_ds is not None else None, doc='Test batches.')
 
+    def close(self):
+        "Stop the loaders' worker processes now, not whenever Python collects this object; a loader used again starts afresh."
+        for dl in self._dls.values():
+            dl = getattr(dl, 'dl', dl)                      # a wrapper (lesson 1b's Loader) holds the DataLoader
+            it, dl._iterator = getattr(dl, '_iterator', None), None
+            if hasattr(it, '_shutdown_workers'): it._shutdown_workers()
+        self._dls.clear()
+
     def denorm(self, x):
         "Undo the normalization of a batch for display: (..., 3, H, W) -> numpy (..., H, W, 3)."
         return self.val_ds.tfm.denorm(x)

@@ -85,7 +85,8 @@ def run_recipe(path=None, csv=None, arch='efficientnet_lite0', sz=64, bs=64, out
     log(f'{len(data.trn_ds)} training and {len(data.val_ds)} validation images, {data.c} classes: {", ".join(map(str, data.classes))}')
     _save(show_augs(0, tfms, ds=data.trn_ds, seed=seed), out/'augmentations.png')
     # 1. augmentation on, precompute=True: on purpose, so the warning for learners who forget is not shown here
-    log('steps 1-3 train the head on cached activations (no augmentation); augmentation starts at step 4')
+    log('steps 1-3 train the head on cached activations (no augmentation); augmentation starts at step '
+        + ('4' if aug_epochs else '8 (step 4 skipped: aug_epochs=0)'))
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', PrecomputeAugWarning)
         learn = steps('1 precompute activations', lambda: ConvLearner.pretrained(arch, data, precompute=True, cache_dir=cache_dir))
@@ -94,9 +95,9 @@ def run_recipe(path=None, csv=None, arch='efficientnet_lite0', sz=64, bs=64, out
     lr = pick_lr(sugg); _save(learn.sched.plot(), out/'lr_find.png')
     # 3. head on precomputed activations
     steps('3 head on precomputed activations', lambda: learn.fit(lr, head_epochs), learn)
-    # 4. head with augmentation
+    # 4. head with augmentation (aug_epochs=0 skips it; step 8 augments anyway)
     learn.precompute = False
-    steps('4 head with augmentation', lambda: learn.fit(lr, aug_epochs, cycle_len=1), learn)
+    if aug_epochs: steps('4 head with augmentation', lambda: learn.fit(lr, aug_epochs, cycle_len=1), learn)
     # 5-7. unfreeze, differential rates, lr_find again
     if bn_freeze is None: bn_freeze = len(data.trn_ds) < 20_000   # small data: keep the statistics the head saw
     learn.unfreeze(); learn.bn_freeze(bn_freeze)
@@ -117,7 +118,7 @@ def run_recipe(path=None, csv=None, arch='efficientnet_lite0', sz=64, bs=64, out
         _save(interp.plot_top_losses(9), out/'top_losses.png')
         res = {'valid_accuracy': steps.rows[-2]['valid_accuracy'], 'tta_accuracy': round(float((np.argmax(preds, 1) == y).mean()), 4),
                'most_confused': [list(map(str, r[:2])) + [int(r[2])] for r in interp.most_confused()[:5]]}
-    learn.export(out/'model.safetensors')
+    learn.export(out/'model.safetensors'); data.close()       # the loaders' workers stop now, not at some later collection
     metrics = {'dataset': str(path), 'arch': arch, 'sz': sz, 'bs': bs, 'classes': [str(c) for c in data.classes],
                'n_train': len(data.trn_ds), 'n_valid': len(data.val_ds), 'lr': lr, 'lrs_unfrozen': lrs.tolist(),
                'bn_frozen': bool(bn_freeze), 'world_size': world_size(), 'backend': dist_backend(),
@@ -148,6 +149,7 @@ def main(argv=None):
     p.add_argument('--multi', action='store_true', help='read the CSV as multi-label (space-separated tags); detected when a line has several')
     p.add_argument('--full', action='store_true', help='use the full Fashion-MNIST (60,000 / 10,000)')
     p.add_argument('--seed', type=int, default=42)
+    p.add_argument('--aug-epochs', type=int, default=2, help='epochs of step 4, the head with augmentation (0 skips the step)')
     p.add_argument('--cycles', type=int, default=2, help='cycles of step 8, unfrozen (cycle_mult=2: 1, 3, 7 epochs in all)')
     p.add_argument('--bn-freeze', choices=['auto', 'on', 'off'], default='auto',
                    help="keep BatchNorm statistics fixed after unfreezing (auto: on below 20,000 training images)")
@@ -155,10 +157,11 @@ def main(argv=None):
     if a.sz < 8: p.error(f'--sz must be at least 8, got {a.sz}')
     if a.bs < 1: p.error(f'--bs must be at least 1, got {a.bs}')
     if a.cycles < 1: p.error(f'--cycles must be at least 1, got {a.cycles}')
+    if a.aug_epochs < 0: p.error(f'--aug-epochs must be at least 0, got {a.aug_epochs}')
     with warnings.catch_warnings():           # restored on return or exit; forked DataLoader workers inherit it
         warnings.showwarning = _plain_warning
         matplotlib.use('Agg')
-        try: run_recipe(a.path, csv=a.csv, arch=a.arch, sz=a.sz, bs=a.bs, out=a.out, full=a.full, seed=a.seed, n_cycle=a.cycles,
+        try: run_recipe(a.path, csv=a.csv, arch=a.arch, sz=a.sz, bs=a.bs, out=a.out, full=a.full, seed=a.seed, n_cycle=a.cycles, aug_epochs=a.aug_epochs,
                         bn_freeze={'auto': None, 'on': True, 'off': False}[a.bn_freeze], multi=True if a.multi else None,
                         cache_dir=a.cache_dir)
         except (FileNotFoundError, ValueError, KeyError) as e: p.exit(2, f'lessonlib-train: error: {e}\n')

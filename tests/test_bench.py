@@ -51,13 +51,14 @@ def test_gpu_bench_cpu_smoke():
 def test_multilabel_bench_full_recipe_smoke(tmp_path):
     "bench/multilabel.py --full-recipe on 160 collages: F2 at 0.5, fitted and cross-fitted, seconds per step, the goal's verdict."
     import os
-    r = subprocess.run([sys.executable, str(ROOT/'bench'/'multilabel.py'), '--full-recipe', '--n', '160', '--sz', '32', '--cycles', '1',
+    r = subprocess.run([sys.executable, str(ROOT/'bench'/'multilabel.py'), '--full-recipe', '--n', '160', '--sz', '32', '--cycles', '1', '--aug-epochs', '0',
                         '--seeds', '0'], capture_output=True, text=True, cwd=tmp_path, timeout=900,
                        env={**os.environ, 'OMP_NUM_THREADS': '2', 'MPLBACKEND': 'Agg'})
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout)
     run = out['runs'][0]
-    assert out['full_recipe'] and out['cycles'] == 1 and out['sz'] == 32
+    assert out['full_recipe'] and out['cycles'] == 1 and out['sz'] == 32 and out['aug_epochs'] == 0
+    assert not any(s['step'].startswith('4') for s in run['steps'])          # step 4 skipped
     assert all(0 <= run[k] <= 1 for k in ('tta_f2_at_0.5', 'tta_f2_fitted', 'tta_f2_cross_fitted'))
     assert run['steps'][0]['step'] == '1 precompute activations' and run['seconds_total'] > 0
     assert set(out['summary']) >= {'min_f2_fitted_cross', 'fitted_beats_half_on_every_seed', 'max_seconds_total', 'goal_f2_0.90_met'}

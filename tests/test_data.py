@@ -230,6 +230,19 @@ def test_loader_with_workers(tmp_path):
     assert sorted(torch.cat([y for _, y in data.trn_dl]).tolist()) == sorted(data.trn_y.tolist())
     assert default_workers(10) == 0 and default_workers(100_000) >= 1
 
+
+def test_close_stops_workers(tmp_path):
+    "close() stops the persistent workers of a loader left mid-epoch (as lr_find leaves it), at once; used again, it starts afresh."
+    data = ImageData.from_paths(tiny_folder(tmp_path, n_train=6), bs=2, num_workers=2)
+    it = iter(data.trn_dl); next(it); del it
+    held = data.trn_dl                       # something still holds the loader (a learner does, in a reference cycle)
+    workers = list(getattr(held, 'dl', held)._iterator._workers)   # test_fastload runs this on its Loader
+    assert len(workers) == 2 and all(w.is_alive() for w in workers)
+    data.close()
+    assert not any(w.is_alive() for w in workers)
+    assert sorted(torch.cat([y for _, y in data.trn_dl]).tolist()) == sorted(data.trn_y.tolist())
+    data.close()
+
 # ---------------------------------------------------------------- exploring, resizing
 def test_show_batch_and_size_hist(tmp_path):
     root = tiny_folder(tmp_path)

@@ -14,7 +14,7 @@ from lessonlib.fastload import Loader, plain_loading
 
 # lesson 1's loader tests, run again here on the fast path (in test_data.py and test_csvdata.py they run on the plain one)
 from test_data import (test_bad_files_skipped_with_one_warning, test_file_breaking_mid_epoch_never_crashes,
-                       test_from_paths_basics, test_drop_last_only_for_a_batch_of_one, test_loader_with_workers,
+                       test_from_paths_basics, test_drop_last_only_for_a_batch_of_one, test_loader_with_workers, test_close_stops_workers,
                        test_paths_with_spaces_and_non_ascii, tiny_folder)
 from test_csvdata import test_from_csv_basics, test_from_csv_multi_label
 

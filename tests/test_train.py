@@ -86,7 +86,8 @@ def test_plain_warnings_only_inside_main(tmp_path, capsys):
 @pytest.mark.parametrize('flag, key, want', [([], 'bn_freeze', None), (['--bn-freeze', 'on'], 'bn_freeze', True),
                                              (['--bn-freeze', 'off'], 'bn_freeze', False), ([], 'n_cycle', 2),
                                              (['--cycles', '3'], 'n_cycle', 3), ([], 'cache_dir', None),
-                                             (['--cache-dir', 'c'], 'cache_dir', 'c')])
+                                             (['--cache-dir', 'c'], 'cache_dir', 'c'), ([], 'aug_epochs', 2),
+                                             (['--aug-epochs', '0'], 'aug_epochs', 0)])
 def test_flags_reach_run_recipe(monkeypatch, flag, key, want):
     import lessonlib.train as T
     seen = {}
@@ -106,9 +107,10 @@ def test_train_multi_label_csv(tmp_path):
     src = _fake_fashion(tmp_path/'idx', n_train=600, n_test=10)
     ds = E._build_atomically(tmp_path/'collage', lambda tmp: E._build_collage(tmp, src, n=80))
     out = tmp_path/'run'
-    r = _cmd(ds, '--csv', 'labels.csv', '--sz', 32, '--bs', 16, '--out', out)
+    r = _cmd(ds, '--csv', 'labels.csv', '--sz', 32, '--bs', 16, '--out', out, '--aug-epochs', 0)   # as bench/multilabel.py runs it
     assert r.returncode == 0, r.stderr[-3000:]
     m = json.loads((out/'metrics.json').read_text())
+    assert [s['step'][0] for s in m['steps']] == ['1', '2', '3', '7', '8', 'T'] and 'augmentation starts at step 8' in r.stdout
     assert m['multi_label'] is True and m['n_train'] == 64 and m['n_valid'] == 16 and len(m['classes']) == 10
     assert all('valid_f2' in s for s in m['steps'] if s['step'][0] in '348')
     assert 0 <= m['tta_f2_at_0.5'] <= m['tta_f2_fitted'] <= 1 and 0 <= m['tta_f2_cross_fitted'] <= 1
