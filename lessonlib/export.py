@@ -88,7 +88,8 @@ def set_data(self:ConvLearner, data):
                          f'{list(self.data.classes)[:5]}...: the head would predict the wrong labels')
     if bool(getattr(data, 'is_multi', False)) != self.is_multi:
         raise ValueError('set_data: the new data is ' + ('multi-label' if data.is_multi else 'single-label') + ', the old was not')
-    self.data = data
+    old, self.data = self.data, data
+    if old is not data and hasattr(old, 'close'): old.close()   # its loaders' workers stop now; used again, they restart
     if self.precompute: self.precompute = True   # switched on again: the cached activations follow the new data
 
 # %% ../nbs/03a_export.ipynb #bc996e5b

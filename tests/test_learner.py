@@ -289,6 +289,17 @@ def test_set_data_keeps_weights(root, tmp_path):
     with pytest.raises(ValueError, match='classes'): learn.set_data(get_data(bad))
 
 
+def test_set_data_stops_the_old_workers(root, tmp_path):
+    "set_data closes the data it replaces: its loaders' persistent workers stop at once, not at some later garbage collection."
+    learn = get_learn(root, tmp_path)
+    old = learn.data; old.num_workers = 2
+    held = old.trn_dl; next(iter(held))
+    workers = list(getattr(held, 'dl', held)._iterator._workers)
+    assert len(workers) == 2 and all(w.is_alive() for w in workers)
+    learn.set_data(old.resize(48))
+    assert not any(w.is_alive() for w in workers)
+
+
 # ---------------------------------------------------------------- export / load_model
 def test_export_load_model_identical(root, tmp_path):
     learn = get_learn(root, tmp_path)
