@@ -4,7 +4,8 @@
 
 # %% auto #0
 __all__ = ['to_rgb', 'open_image', 'ImageTransform', 'image_problem', 'ImageDataset', 'collate', 'default_workers',
-           'dataset_root', 'unlabelled_files', 'default_tfms', 'ImageData', 'image_sizes', 'CLASSES', 'get_dataset']
+           'dataset_root', 'unlabelled_files', 'default_tfms', 'register_loader_copies', 'ImageData', 'image_sizes',
+           'CLASSES', 'get_dataset']
 
 # %% ../nbs/01_data.ipynb #cbafd68c
 import os, copy, warnings
@@ -286,6 +287,18 @@ def default_tfms(tfms):
     return tuple(tfms)
 
 # %% ../nbs/01_data.ipynb #3bf9ab1f
+_LOADER_COPIES = []   # functions loader -> copies made of it; ImageData.close() stops those too
+
+def register_loader_copies(fn):
+    "Have `ImageData.close()` also stop the workers of the copies `fn(loader)` returns (lesson 14: each process's share)."
+    _LOADER_COPIES.append(fn)
+
+def _stop_workers(dl):
+    "Shut down the worker processes of DataLoader `dl` (or of the one inside a wrapper's `dl`), if any are running."
+    dl = getattr(dl, 'dl', dl)
+    it, dl._iterator = getattr(dl, '_iterator', None), None
+    if hasattr(it, '_shutdown_workers'): it._shutdown_workers()
+
 class ImageData:
     "Training, validation and optional test datasets of images, with their transforms and data loaders."
     def __init__(self, path, trn_ds, val_ds, test_ds=None, bs=64, num_workers=None,
@@ -352,9 +365,7 @@ class ImageData:
     def close(self):
         "Stop the loaders' worker processes now, not whenever Python collects this object; a loader used again starts afresh."
         for dl in self._dls.values():
-            dl = getattr(dl, 'dl', dl)                      # a wrapper (lesson 1b's Loader) holds the DataLoader
-            it, dl._iterator = getattr(dl, '_iterator', None), None
-            if hasattr(it, '_shutdown_workers'): it._shutdown_workers()
+            for d in [dl, *(c for copies in _LOADER_COPIES for c in copies(dl))]: _stop_workers(d)
         self._dls.clear()
 
     def denorm(self, x):

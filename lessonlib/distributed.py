@@ -16,6 +16,7 @@ import torch.distributed as dist
 import torch.distributed.nn.functional as dist_nn
 from torch.utils.data import DataLoader, Sampler
 from .core import default_device
+from .data import register_loader_copies
 
 # %% ../nbs/14_distributed.ipynb #3e71acd4
 def is_distributed():
@@ -75,6 +76,7 @@ def _with_sampler(dl, sampler):
                       multiprocessing_context=dl.multiprocessing_context if nw else None)
 
 _SHARDED = weakref.WeakKeyDictionary()
+register_loader_copies(lambda dl: list(_SHARDED.get(dl, {}).values()))   # data.close() stops the shares' workers too
 
 def shard_loader(loader, shuffle=False):
     "`loader` (a DataLoader, or a loader with a `dl` DataLoader or a `sampler` slot) reading only this process's share."

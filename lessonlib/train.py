@@ -6,7 +6,7 @@
 __all__ = ['Steps', 'pick_lr', 'run_recipe', 'main']
 
 # %% ../nbs/11_train.ipynb #cbafd68c
-import argparse, json, sys, time, warnings
+import argparse, contextlib, json, sys, time, warnings
 from pathlib import Path
 import numpy as np
 import matplotlib
@@ -82,52 +82,53 @@ def run_recipe(path=None, csv=None, arch='efficientnet_lite0', sz=64, bs=64, out
     tfms = tfms_from_model(arch, sz, aug_tfms=transforms_side_on, max_zoom=1.1)
     if csv: data = ImageData.from_csv(path, 'train', path/csv, tfms=tfms, bs=bs, multi=multi)
     else:   data = ImageData.from_paths(path, tfms=tfms, bs=bs)
-    log(f'{len(data.trn_ds)} training and {len(data.val_ds)} validation images, {data.c} classes: {", ".join(map(str, data.classes))}')
-    _save(show_augs(0, tfms, ds=data.trn_ds, seed=seed), out/'augmentations.png')
-    # 1. augmentation on, precompute=True: on purpose, so the warning for learners who forget is not shown here
-    log('steps 1-3 train the head on cached activations (no augmentation); augmentation starts at step '
-        + ('4' if aug_epochs else '8 (step 4 skipped: aug_epochs=0)'))
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore', PrecomputeAugWarning)
-        learn = steps('1 precompute activations', lambda: ConvLearner.pretrained(arch, data, precompute=True, cache_dir=cache_dir))
-    # 2. lr_find
-    sugg = steps('2 lr_find (precomputed)', lambda: learn.lr_find())
-    lr = pick_lr(sugg); _save(learn.sched.plot(), out/'lr_find.png')
-    # 3. head on precomputed activations
-    steps('3 head on precomputed activations', lambda: learn.fit(lr, head_epochs), learn)
-    # 4. head with augmentation (aug_epochs=0 skips it; step 8 augments anyway)
-    learn.precompute = False
-    if aug_epochs: steps('4 head with augmentation', lambda: learn.fit(lr, aug_epochs, cycle_len=1), learn)
-    # 5-7. unfreeze, differential rates, lr_find again
-    if bn_freeze is None: bn_freeze = len(data.trn_ds) < 20_000   # small data: keep the statistics the head saw
-    learn.unfreeze(); learn.bn_freeze(bn_freeze)
-    log(f'unfrozen; BatchNorm statistics {"frozen" if bn_freeze else "training"}')
-    ratios = group_lrs(1., len(learn.layer_groups))            # sweep the groups in the ratio the fit will use
-    steps('7 lr_find (unfrozen)', lambda: learn.lr_find(start_lr=ratios * 1e-7, end_lr=ratios * 10, num_it=50))
-    lrs = unfrozen_lrs(learn.sched.blowup, len(learn.layer_groups))   # the lr_find lesson's rule after unfreezing
-    _save(learn.sched.plot(), out/'lr_find_unfrozen.png')
-    # 8. the whole network with cycle_mult=2
-    steps('8 unfrozen, cycle_mult=2', lambda: learn.fit(lrs, n_cycle, cycle_len=1, cycle_mult=2), learn)
-    _save(learn.sched.plot_lr(), out/'schedule.png')
-    _save(learn.sched.plot_loss(), out/'loss.png')
-    preds, y = steps('TTA', lambda: learn.TTA())
-    if data.is_multi: res = _multi_results(learn, preds, y, steps, out)
-    else:
-        interp = ClassificationInterpretation.from_learner(learn)
-        _save(interp.plot_confusion_matrix(), out/'confusion.png')
-        _save(interp.plot_top_losses(9), out/'top_losses.png')
-        res = {'valid_accuracy': steps.rows[-2]['valid_accuracy'], 'tta_accuracy': round(float((np.argmax(preds, 1) == y).mean()), 4),
-               'most_confused': [list(map(str, r[:2])) + [int(r[2])] for r in interp.most_confused()[:5]]}
-    learn.export(out/'model.safetensors'); data.close()       # the loaders' workers stop now, not at some later collection
-    metrics = {'dataset': str(path), 'arch': arch, 'sz': sz, 'bs': bs, 'classes': [str(c) for c in data.classes],
-               'n_train': len(data.trn_ds), 'n_valid': len(data.val_ds), 'lr': lr, 'lrs_unfrozen': lrs.tolist(),
-               'bn_frozen': bool(bn_freeze), 'world_size': world_size(), 'backend': dist_backend(),
-               'multi_label': data.is_multi, 'steps': steps.rows, **res, 'seconds_total': round(time.time() - t_start, 1)}
-    if is_main(): atomic_write_json(out/'metrics.json', metrics)
-    score = (f"TTA F2 {metrics['tta_f2_at_0.5']} at 0.5, {metrics['tta_f2_fitted']} at fitted thresholds "
-             f"({metrics['tta_f2_cross_fitted']} fitted on the other half)") if data.is_multi else f"TTA accuracy {metrics['tta_accuracy']}"
-    log(f"{score}, total {metrics['seconds_total']} s; outputs in {out}")
-    return metrics
+    with contextlib.closing(data):          # the loaders' worker processes stop at the end, also after an error
+        log(f'{len(data.trn_ds)} training and {len(data.val_ds)} validation images, {data.c} classes: {", ".join(map(str, data.classes))}')
+        _save(show_augs(0, tfms, ds=data.trn_ds, seed=seed), out/'augmentations.png')
+        # 1. augmentation on, precompute=True: on purpose, so the warning for learners who forget is not shown here
+        log('steps 1-3 train the head on cached activations (no augmentation); augmentation starts at step '
+            + ('4' if aug_epochs else '7 (step 4 skipped: aug_epochs=0)'))
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', PrecomputeAugWarning)
+            learn = steps('1 precompute activations', lambda: ConvLearner.pretrained(arch, data, precompute=True, cache_dir=cache_dir))
+        # 2. lr_find
+        sugg = steps('2 lr_find (precomputed)', lambda: learn.lr_find())
+        lr = pick_lr(sugg); _save(learn.sched.plot(), out/'lr_find.png')
+        # 3. head on precomputed activations
+        steps('3 head on precomputed activations', lambda: learn.fit(lr, head_epochs), learn)
+        # 4. head with augmentation (aug_epochs=0 skips it; step 8 augments anyway)
+        learn.precompute = False
+        if aug_epochs: steps('4 head with augmentation', lambda: learn.fit(lr, aug_epochs, cycle_len=1), learn)
+        # 5-7. unfreeze, differential rates, lr_find again
+        if bn_freeze is None: bn_freeze = len(data.trn_ds) < 20_000   # small data: keep the statistics the head saw
+        learn.unfreeze(); learn.bn_freeze(bn_freeze)
+        log(f'unfrozen; BatchNorm statistics {"frozen" if bn_freeze else "training"}')
+        ratios = group_lrs(1., len(learn.layer_groups))            # sweep the groups in the ratio the fit will use
+        steps('7 lr_find (unfrozen)', lambda: learn.lr_find(start_lr=ratios * 1e-7, end_lr=ratios * 10, num_it=50))
+        lrs = unfrozen_lrs(learn.sched.blowup, len(learn.layer_groups))   # the lr_find lesson's rule after unfreezing
+        _save(learn.sched.plot(), out/'lr_find_unfrozen.png')
+        # 8. the whole network with cycle_mult=2
+        steps('8 unfrozen, cycle_mult=2', lambda: learn.fit(lrs, n_cycle, cycle_len=1, cycle_mult=2), learn)
+        _save(learn.sched.plot_lr(), out/'schedule.png')
+        _save(learn.sched.plot_loss(), out/'loss.png')
+        preds, y = steps('TTA', lambda: learn.TTA())
+        if data.is_multi: res = _multi_results(learn, preds, y, steps, out)
+        else:
+            interp = ClassificationInterpretation.from_learner(learn)
+            _save(interp.plot_confusion_matrix(), out/'confusion.png')
+            _save(interp.plot_top_losses(9), out/'top_losses.png')
+            res = {'valid_accuracy': steps.rows[-2]['valid_accuracy'], 'tta_accuracy': round(float((np.argmax(preds, 1) == y).mean()), 4),
+                   'most_confused': [list(map(str, r[:2])) + [int(r[2])] for r in interp.most_confused()[:5]]}
+        learn.export(out/'model.safetensors')
+        metrics = {'dataset': str(path), 'arch': arch, 'sz': sz, 'bs': bs, 'classes': [str(c) for c in data.classes],
+                   'n_train': len(data.trn_ds), 'n_valid': len(data.val_ds), 'lr': lr, 'lrs_unfrozen': lrs.tolist(),
+                   'bn_frozen': bool(bn_freeze), 'world_size': world_size(), 'backend': dist_backend(),
+                   'multi_label': data.is_multi, 'steps': steps.rows, **res, 'seconds_total': round(time.time() - t_start, 1)}
+        if is_main(): atomic_write_json(out/'metrics.json', metrics)
+        score = (f"TTA F2 {metrics['tta_f2_at_0.5']} at 0.5, {metrics['tta_f2_fitted']} at fitted thresholds "
+                 f"({metrics['tta_f2_cross_fitted']} fitted on the other half)") if data.is_multi else f"TTA accuracy {metrics['tta_accuracy']}"
+        log(f"{score}, total {metrics['seconds_total']} s; outputs in {out}")
+        return metrics
 
 # %% ../nbs/11_train.ipynb #c21cbf8a
 def _plain_warning(message, category, filename, lineno, file=None, line=None):

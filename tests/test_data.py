@@ -231,12 +231,17 @@ def test_loader_with_workers(tmp_path):
     assert default_workers(10) == 0 and default_workers(100_000) >= 1
 
 
+def loader_workers(dl):
+    "The worker processes of a loader's live iterator (a DataLoader, or the one inside fastload's Loader)."
+    return list(getattr(dl, 'dl', dl)._iterator._workers)
+
+
 def test_close_stops_workers(tmp_path):
     "close() stops the persistent workers of a loader left mid-epoch (as lr_find leaves it), at once; used again, it starts afresh."
     data = ImageData.from_paths(tiny_folder(tmp_path, n_train=6), bs=2, num_workers=2)
     it = iter(data.trn_dl); next(it); del it
     held = data.trn_dl                       # something still holds the loader (a learner does, in a reference cycle)
-    workers = list(getattr(held, 'dl', held)._iterator._workers)   # test_fastload runs this on its Loader
+    workers = loader_workers(held)           # test_fastload runs this on its Loader
     assert len(workers) == 2 and all(w.is_alive() for w in workers)
     data.close()
     assert not any(w.is_alive() for w in workers)

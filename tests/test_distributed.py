@@ -269,3 +269,18 @@ def test_single_process_helpers():
     parts = []
     for r in range(3): torch.manual_seed(0); parts.append(list(ShardSampler(10, shuffle=True, rank_=r, world=3)))
     assert all(len(p) == 4 for p in parts) and sorted(set(sum(parts, []))) == list(range(10))   # padded to 12: 4 each
+
+
+def test_close_stops_the_shares_workers(tmp_path, monkeypatch):
+    "ImageData.close() also stops the workers of this process's share of a loader (shard_loader's copy), even while it is held."
+    import lessonlib.distributed as D
+    from lessonlib.data import ImageData
+    from test_data import tiny_folder, loader_workers
+    data = ImageData.from_paths(tiny_folder(tmp_path, n_train=6), bs=2, num_workers=2)
+    for name, value in (('is_distributed', True), ('world_size', 2), ('rank', 0)): monkeypatch.setattr(D, name, lambda v=value: v)
+    share = D.shard_loader(data.val_dl)                       # not shuffled: no collective call is needed
+    assert next(iter(share))[1].shape == (2,) and share is not data.val_dl
+    workers = loader_workers(share)
+    assert len(workers) == 2 and all(w.is_alive() for w in workers)
+    data.close()
+    assert not any(w.is_alive() for w in workers)

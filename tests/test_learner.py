@@ -294,7 +294,8 @@ def test_set_data_stops_the_old_workers(root, tmp_path):
     learn = get_learn(root, tmp_path)
     old = learn.data; old.num_workers = 2
     held = old.trn_dl; next(iter(held))
-    workers = list(getattr(held, 'dl', held)._iterator._workers)
+    from test_data import loader_workers
+    workers = loader_workers(held)
     assert len(workers) == 2 and all(w.is_alive() for w in workers)
     learn.set_data(old.resize(48))
     assert not any(w.is_alive() for w in workers)

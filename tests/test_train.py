@@ -95,6 +95,18 @@ def test_flags_reach_run_recipe(monkeypatch, flag, key, want):
     assert T.main(flag) == 0 and seen[key] == want and type(seen[key]) is type(want)
 
 
+def test_run_recipe_closes_its_data(small, tmp_path, monkeypatch):
+    "run_recipe stops its loaders' workers when it ends, also when a step fails (here TTA)."
+    import lessonlib.train as T
+    closed = []
+    monkeypatch.setattr(T.ImageData, 'close', lambda self: closed.append(self))
+    def broken_tta(self, *a, **k): raise RuntimeError('TTA broke')
+    monkeypatch.setattr(T.ConvLearner, 'TTA', broken_tta)
+    with pytest.raises(RuntimeError, match='TTA broke'):
+        T.run_recipe(small, sz=32, bs=16, out=tmp_path/'run', n_cycle=1, aug_epochs=0, log=lambda *a: None, cache_dir=tmp_path/'cache')
+    assert len(closed) == 1 and isinstance(closed[0], T.ImageData)
+
+
 def test_bn_freeze_flag_bad_value():
     r = _cmd('--bn-freeze', 'maybe')
     assert r.returncode == 2 and '--bn-freeze' in r.stderr
@@ -110,7 +122,7 @@ def test_train_multi_label_csv(tmp_path):
     r = _cmd(ds, '--csv', 'labels.csv', '--sz', 32, '--bs', 16, '--out', out, '--aug-epochs', 0)   # as bench/multilabel.py runs it
     assert r.returncode == 0, r.stderr[-3000:]
     m = json.loads((out/'metrics.json').read_text())
-    assert [s['step'][0] for s in m['steps']] == ['1', '2', '3', '7', '8', 'T'] and 'augmentation starts at step 8' in r.stdout
+    assert [s['step'][0] for s in m['steps']] == ['1', '2', '3', '7', '8', 'T'] and 'augmentation starts at step 7' in r.stdout
     assert m['multi_label'] is True and m['n_train'] == 64 and m['n_valid'] == 16 and len(m['classes']) == 10
     assert all('valid_f2' in s for s in m['steps'] if s['step'][0] in '348')
     assert 0 <= m['tta_f2_at_0.5'] <= m['tta_f2_fitted'] <= 1 and 0 <= m['tta_f2_cross_fitted'] <= 1
